@@ -1,0 +1,209 @@
+"""``torch.fx`` tracing with concrete values alongside the proxies.
+
+Every node is evaluated on the example inputs while it is recorded (``node.meta["val"]``). Shape
+queries (``x.shape``, ``x.size()``, ``x.dim()``, ``len(x)``, dtype, device) return plain Python values,
+so shape-dependent Python (``if x.dim() == 3``) traces as it runs on the example inputs, while
+control flow on tensor *values* still fails, as it must: no spec can be drawn for it.
+``torch.autograd.Function.apply`` is recorded as one opaque node (a custom Function is a black box).
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch.fx.node import map_aggregate
+
+from ..errors import TraceError
+
+_SHAPE_METHODS = frozenset({"size", "dim", "numel", "nelement", "ndimension", "is_floating_point",
+                            "is_complex", "is_contiguous", "get_device", "element_size", "stride",
+                            "storage_offset", "has_names"})
+_SHAPE_FUNCTIONS = frozenset({torch.numel, torch.is_floating_point, torch.is_complex, torch.is_tensor})
+
+
+def _concrete(x: Any) -> Any:
+    return map_aggregate(x, lambda a: a.meta["val"] if isinstance(a, fx.Node) else a)
+
+
+def fetch_attr(root: torch.nn.Module, target: str) -> Any:
+    """``root.a.b.c`` without going through ``nn.Module.__getattr__`` (patched while tracing)."""
+    obj: Any = root
+    for part in target.split("."):
+        if isinstance(obj, torch.nn.Module):
+            for table in ("_parameters", "_buffers", "_modules"):
+                d = obj.__dict__.get(table, {})
+                if part in d:
+                    obj = d[part]
+                    break
+            else:
+                obj = object.__getattribute__(obj, part)
+        else:
+            obj = getattr(obj, part)
+    return obj
+
+
+class ConcreteProxy(fx.Proxy):
+    """A proxy that knows its example value and answers shape questions with it."""
+
+    @property
+    def value(self) -> Any:
+        return self.node.meta["val"]
+
+    def __getattr__(self, k: str):
+        value = self.node.meta.get("val")
+        if isinstance(value, torch.Tensor) and not k.startswith("__"):
+            attr = getattr(value, k, None)
+            if attr is not None and not callable(attr) and not isinstance(attr, torch.Tensor):
+                return attr  # metadata (shape, dtype, is_nested ...) is answered concretely
+        return super().__getattr__(k)
+
+    def __len__(self) -> int:
+        if isinstance(self.value, (torch.Tensor, tuple, list, torch.Size)):
+            return len(self.value)
+        return super().__len__()
+
+    def __iter__(self):
+        if isinstance(self.value, (torch.Tensor, tuple, list)):
+            return iter([self[i] for i in range(len(self.value))])
+        return super().__iter__()
+
+    def __bool__(self) -> bool:
+        raise TraceError(_value_flow(self.node))
+
+    def __index__(self) -> int:
+        raise TraceError(_value_flow(self.node))
+
+
+def _value_flow(node: fx.Node) -> str:
+    where = node.meta.get("ws_path") or "the top-level module"
+    return (f"data-dependent control flow at node '{node.name}' (op {_op_text(node)}) in {where}: "
+            "Python branches on a tensor's values, so the computation depends on the data and no "
+            "single spec describes it. Build the spec by hand with WeightSpaceSpec.from_axes({...}) "
+            "or mark the module as a leaf with a registered rule")
+
+
+def _op_text(node: fx.Node) -> str:
+    t = node.target
+    if node.op == "call_method":
+        return f"Tensor.{t}"
+    if node.op == "call_module":
+        return f"module {t}"
+    return getattr(t, "__qualname__", None) or getattr(t, "__name__", None) or str(t)
+
+
+class ConcreteTracer(fx.Tracer):
+    """Symbolic tracer that evaluates each node on example values as it records it.
+
+    ``leaf_types``: module classes kept as single ``call_module`` nodes (they need a module rule).
+    Everything else, ``torch.nn`` built-ins included, is traced through to functional calls.
+    """
+
+    def __init__(self, leaf_types: tuple[type, ...] = ()):
+        super().__init__(autowrap_functions=())
+        self.leaf_types = tuple(leaf_types)
+        self._path: list[str] = []
+        self._inputs: dict[str, Any] = {}
+
+    # --------------------------------------------------------------------------- module structure
+    def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
+        return isinstance(m, self.leaf_types)
+
+    def call_module(self, m, forward, args, kwargs):
+        path = self.path_of_module(m)
+        self._path.append(path)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        finally:
+            self._path.pop()
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return ConcreteProxy(node, self)
+
+    # --------------------------------------------------------------------------- concrete values
+    def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
+        if kind == "call_method" and target in _SHAPE_METHODS:
+            vals = _concrete(self.create_arg(args))
+            return getattr(vals[0], target)(*vals[1:], **_concrete(self.create_arg(kwargs)))
+        if kind == "call_function" and target in _SHAPE_FUNCTIONS:
+            return target(*_concrete(self.create_arg(args)), **_concrete(self.create_arg(kwargs)))
+        return super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
+
+    def create_node(self, kind, target, args, kwargs, name=None, type_expr=None) -> fx.Node:
+        node = super().create_node(kind, target, args, kwargs, name, type_expr)
+        node.meta["ws_path"] = self._path[-1] if self._path else ""
+        if kind != "output":
+            node.meta["val"] = self._evaluate(node)
+        return node
+
+    def _evaluate(self, node: fx.Node) -> Any:
+        if node.op == "placeholder":
+            if node.target in self._inputs:
+                return self._inputs[node.target]
+            return node.args[0] if node.args else None  # a specialized default
+        if node.op == "get_attr":
+            value = fetch_attr(self.root, node.target)
+            return value.detach().clone() if isinstance(value, torch.Tensor) else value
+        args, kwargs = _concrete(node.args), _concrete(node.kwargs)
+        try:
+            if node.op == "call_function":
+                return node.target(*args, **kwargs)
+            if node.op == "call_method":
+                return getattr(args[0], node.target)(*args[1:], **kwargs)
+            if node.op == "call_module":
+                return self.root.get_submodule(node.target)(*args, **kwargs)
+        except TraceError:
+            raise
+        except Exception as e:
+            where = node.meta.get("ws_path") or "the top-level module"
+            raise TraceError(f"running node '{node.name}' (op {_op_text(node)}) in {where} on the "
+                             f"example inputs failed: {type(e).__name__}: {e}") from e
+        return None
+
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        raise TraceError(_value_flow(obj.node))
+
+    def iter(self, obj: fx.Proxy):
+        value = obj.node.meta.get("val")
+        if isinstance(value, (tuple, list, torch.Tensor)):
+            return iter([obj[i] for i in range(len(value))])
+        return super().iter(obj)
+
+    # --------------------------------------------------------------------------- entry point
+    def trace_concrete(self, root: torch.nn.Module, inputs: tuple, kwargs: dict) -> fx.Graph:
+        sig = inspect.signature(root.forward)
+        bound = sig.bind_partial(*inputs, **kwargs)
+        self._inputs = dict(bound.arguments)
+        concrete_args = {}
+        for pname, p in sig.parameters.items():
+            if pname in self._inputs or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            if p.default is inspect.Parameter.empty:
+                raise TraceError(f"example inputs give no value for argument '{pname}' of "
+                                 f"{type(root).__name__}.forward")
+            concrete_args[pname] = p.default
+        for pname, v in self._inputs.items():
+            if not isinstance(v, torch.Tensor):
+                concrete_args[pname] = v  # non-tensor inputs are baked in
+        self._inputs.update(concrete_args)
+        with _opaque_autograd_functions(self):
+            return self.trace(root, concrete_args=concrete_args or None)
+
+
+@contextlib.contextmanager
+def _opaque_autograd_functions(tracer: ConcreteTracer):
+    """Record ``MyFunction.apply(x)`` as one node instead of inlining its forward."""
+    original = torch.autograd.Function.__dict__["apply"]
+
+    def apply(cls, *args, **kwargs):
+        if any(isinstance(a, fx.Proxy) for a in args) or any(isinstance(a, fx.Proxy) for a in kwargs.values()):
+            return tracer.create_proxy("call_function", cls.apply, args, kwargs, name=f"{cls.__name__}_apply")
+        return original.__func__(cls, *args, **kwargs)
+
+    torch.autograd.Function.apply = classmethod(apply)
+    try:
+        yield
+    finally:
+        torch.autograd.Function.apply = original
