@@ -1,0 +1,24 @@
+"""weightspace: learning on neural-network weights.
+
+Any PyTorch model becomes a weight-space object with its symmetries known::
+
+    spec = weightspace.WeightSpaceSpec.from_module(model, example_input)
+    perms = weightspace.random_permutation(spec)
+    permuted = weightspace.permute(model.state_dict(), spec, perms)   # same function, moved weights
+"""
+from .io import CheckpointError, load_checkpoint, save_checkpoint
+from .space import WeightSpace
+from .spec import (Dataflow, GroupSpec, Op, ParamSpec, ParamUse, ScaleAction, ScalingSpec, Segment, Site, SiteView,
+                   SpecError, TraceError, UnsupportedOpError, WeightSpaceSpec, register_rule)
+from .symmetry import (check_permutations, compose_permutations, flip_sign, identity_permutation, invert_permutation,
+                       permute, random_permutation, random_scaling, random_sign_flip, scale)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "WeightSpaceSpec", "WeightSpace", "ParamSpec", "GroupSpec", "ScalingSpec", "ScaleAction", "Segment", "Site",
+    "SiteView", "Op", "ParamUse", "Dataflow", "SpecError", "TraceError", "UnsupportedOpError", "register_rule",
+    "random_permutation", "permute", "invert_permutation", "compose_permutations", "identity_permutation",
+    "check_permutations", "random_scaling", "scale", "random_sign_flip", "flip_sign",
+    "load_checkpoint", "save_checkpoint", "CheckpointError",
+]

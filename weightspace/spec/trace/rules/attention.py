@@ -1,0 +1,104 @@
+"""Attention: ``F.scaled_dot_product_attention`` and ``F.multi_head_attention_forward``
+(``nn.MultiheadAttention``). Hand-written attention (softmax(q k^T) v) goes through the matmul
+rules, which recognise the same structure."""
+from __future__ import annotations
+
+import math
+import operator
+
+import torch
+import torch.nn.functional as F
+
+from ..context import ATensor, RuleContext, rule
+from .linear import attention_output
+from .util import arg
+
+
+@rule("scaled_dot_product_attention")
+def _sdpa(ctx: RuleContext, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+          enable_gqa=False):
+    for name, t in (("query", q), ("key", k), ("value", v)):
+        if not isinstance(t, ATensor) or t.held is None:
+            ctx.fail(f"attention whose {name} is not the output of a parameterized layer")
+    nq, nk, nv = q.value.dim(), k.value.dim(), v.value.dim()
+    if q.shape[:-2] != k.shape[:-2] or k.shape[:-2] != v.shape[:-2]:
+        if enable_gqa:
+            ctx.fail("grouped-query attention (different numbers of query and key heads)")
+    nb = nq - 2
+    pairs_qk = [(q.dims[i], k.dims[i]) for i in range(nb) if q.shape[i] == k.shape[i]]
+    pairs_qk.append((q.dims[-1], k.dims[-1]))
+    ctx.unify_aligned(pairs_qk)
+    ctx.unify_aligned([(q.dims[i], v.dims[i]) for i in range(nb) if q.shape[i] == v.shape[i]])
+    if isinstance(attn_mask, ATensor):
+        m = attn_mask.value.dim()
+        ctx.unify_aligned([(attn_mask.dims[m - 1 - i], q.dims[nq - 2 - i] if i else k.dims[nk - 2])
+                           for i in range(min(m, 2))])
+    dims = [v.dims[i] if v.shape[i] != 1 else q.dims[i] for i in range(nb)] + [q.dims[-2], v.dims[-1]]
+    d = q.shape[-1]
+    return attention_output(ctx, (q.held, k.held), v, dims,
+                            {"causal": bool(is_causal), "scale": scale if scale is not None else 1 / math.sqrt(d),
+                             "masked": attn_mask is not None})
+
+
+@rule("multi_head_attention_forward")
+def _mha(ctx: RuleContext, query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias,
+         bias_k, bias_v, add_zero_attn, dropout_p, out_proj_weight, out_proj_bias, training=True,
+         key_padding_mask=None, need_weights=True, attn_mask=None, use_separate_proj_weight=False,
+         q_proj_weight=None, k_proj_weight=None, v_proj_weight=None, static_k=None, static_v=None,
+         average_attn_weights=True, is_causal=False):
+    """nn.MultiheadAttention, rebuilt from the rules of its parts: three input projections (slices of
+    the fused in_proj_weight), scaled dot-product attention over heads, the output projection."""
+    if static_k is not None or static_v is not None:
+        ctx.fail("multi-head attention with static keys / values")
+    batched = query.value.dim() == 3
+    E, H = query.shape[-1], num_heads
+    d = E // H
+    if use_separate_proj_weight:
+        wq, wk, wv = q_proj_weight, k_proj_weight, v_proj_weight
+    else:
+        wq, wk, wv = (ctx.apply(operator.getitem, in_proj_weight, slice(i * E, (i + 1) * E)) for i in range(3))
+    if in_proj_bias is not None:
+        bq, bk, bv = (ctx.apply(operator.getitem, in_proj_bias, slice(i * E, (i + 1) * E)) for i in range(3))
+    else:
+        bq = bk = bv = None
+    q = ctx.apply(F.linear, query, wq, bq)
+    k = ctx.apply(F.linear, key, wk, bk)
+    v = ctx.apply(F.linear, value, wv, bv)
+    tok = 0  # layout (L, N, E) or (L, E)
+    if bias_k is not None:
+        n = query.shape[1] if batched else None
+        bk_t = ctx.apply(torch.Tensor.repeat, bias_k, 1, n, 1) if batched else ctx.apply(torch.Tensor.reshape, bias_k, (1, E))
+        bv_t = ctx.apply(torch.Tensor.repeat, bias_v, 1, n, 1) if batched else ctx.apply(torch.Tensor.reshape, bias_v, (1, E))
+        k = ctx.apply(torch.cat, [k, bk_t], tok)
+        v = ctx.apply(torch.cat, [v, bv_t], tok)
+    if add_zero_attn:
+        zk = ATensor(torch.zeros_like(k.value[:1]), [None] * k.value.dim())
+        k = ctx.apply(torch.cat, [k, zk], tok)
+        v = ctx.apply(torch.cat, [v, ATensor(torch.zeros_like(v.value[:1]), [None] * v.value.dim())], tok)
+
+    def heads(t: ATensor) -> ATensor:
+        if batched:  # (L, N, E) -> (N, H, L, d)
+            L, N = t.shape[0], t.shape[1]
+            t = ctx.apply(torch.Tensor.reshape, t, (L, N, H, d))
+            return ctx.apply(torch.Tensor.permute, t, (1, 2, 0, 3))
+        L = t.shape[0]
+        t = ctx.apply(torch.Tensor.reshape, t, (L, H, d))
+        return ctx.apply(torch.Tensor.permute, t, (1, 0, 2))
+
+    q4, k4, v4 = heads(q), heads(k), heads(v)
+    o = ctx.apply(F.scaled_dot_product_attention, q4, k4, v4, None, 0.0, bool(is_causal))
+    if batched:
+        o = ctx.apply(torch.Tensor.permute, o, (2, 0, 1, 3))
+        o = ctx.apply(torch.Tensor.reshape, o, (o.shape[0], o.shape[1], E))
+    else:
+        o = ctx.apply(torch.Tensor.permute, o, (1, 0, 2))
+        o = ctx.apply(torch.Tensor.reshape, o, (o.shape[0], E))
+    out = ctx.apply(F.linear, o, out_proj_weight, out_proj_bias)
+    value_out, weights_out = ctx.out
+    result = out.like(value_out)
+    if weights_out is None:
+        return (result, None)
+    wdims = [None] * weights_out.dim()
+    if weights_out.dim() == (4 if batched else 3):  # per-head weights keep the head axis
+        wdims[1 if batched else 0] = q4.dims[1 if batched else 0]
+    return (result, ATensor(weights_out, wdims))

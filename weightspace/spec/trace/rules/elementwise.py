@@ -1,0 +1,379 @@
+"""Elementwise ops: activations, arithmetic, residual joins, biases, gating.
+
+An elementwise function of one tensor commutes with every permutation of its features; what it
+decides is which diagonal symmetries survive: ``f(s*x) = s*f(x)`` for ``s > 0`` (positively
+homogeneous: ReLU, leaky ReLU, max) or for ``s = -1`` (odd: tanh, sin) or both (identity, linear).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from .. import structure as S
+from ..context import ALL, NONE, POSITIVE, SIGN, ATensor, Feat, InputDim, RuleContext, Uniform, rule
+from .util import arg, norm_dim
+
+# kinds of diagonal symmetry each activation keeps
+ACTIVATIONS = {
+    "relu": POSITIVE, "leaky_relu": POSITIVE, "rrelu": POSITIVE, "abs": POSITIVE,
+    "tanh": SIGN, "sin": SIGN, "softsign": SIGN, "tanhshrink": SIGN, "hardshrink": SIGN,
+    "softshrink": SIGN, "tan": SIGN, "atan": SIGN, "arctan": SIGN, "asinh": SIGN, "arcsinh": SIGN,
+    "sinh": SIGN, "erf": SIGN, "asin": SIGN, "atanh": SIGN, "neg": ALL, "negative": ALL,
+    "relu6": NONE, "elu": NONE, "selu": NONE, "celu": NONE, "gelu": NONE, "silu": NONE, "mish": NONE,
+    "softplus": NONE, "sigmoid": NONE, "hardsigmoid": NONE, "hardswish": NONE, "logsigmoid": NONE,
+    "cos": NONE, "exp": NONE, "exp2": NONE, "expm1": NONE, "log": NONE, "log2": NONE, "log10": NONE,
+    "log1p": NONE, "sqrt": NONE, "rsqrt": NONE, "square": NONE, "reciprocal": NONE, "sign": NONE,
+    "sgn": NONE, "floor": NONE, "ceil": NONE, "round": NONE, "trunc": NONE, "frac": NONE,
+    "logit": NONE, "erfc": NONE, "erfinv": NONE, "sinc": NONE, "cosh": NONE, "acos": NONE,
+    "nan_to_num": ALL, "i0": NONE, "lgamma": NONE, "digamma": NONE, "glu_half": NONE,
+}
+
+
+def _activation_rule(name: str, kinds):
+    def _rule(ctx: RuleContext, x, *args, **kwargs):
+        if not isinstance(x, ATensor):
+            return ctx.out
+        if x.held is None:
+            return x.like(ctx.out, param=None)
+        return ctx.elementwise(x, name, kinds)
+    return _rule
+
+
+for _name, _kinds in ACTIVATIONS.items():
+    rule(_name)(_activation_rule(_name, _kinds))
+
+
+@rule("hardtanh", "clamp", "clip", "clamp_min", "clamp_max", "threshold")
+def _clamp(ctx: RuleContext, x, *args, **kwargs):
+    if not isinstance(x, ATensor):
+        return ctx.out
+    name = ctx.opname.rstrip("_")
+    if name == "hardtanh":
+        lo, hi = arg(args, kwargs, 0, "min_val", -1.0), arg(args, kwargs, 1, "max_val", 1.0)
+    elif name == "threshold":
+        th, val = arg(args, kwargs, 0, "threshold"), arg(args, kwargs, 1, "value")
+        lo, hi = (0.0, None) if th == 0 and val == 0 else (math.nan, math.nan)
+    elif name == "clamp_min":
+        lo, hi = arg(args, kwargs, 0, "min"), None
+    elif name == "clamp_max":
+        lo, hi = None, arg(args, kwargs, 0, "max")
+    else:
+        lo, hi = arg(args, kwargs, 0, "min"), arg(args, kwargs, 1, "max")
+    if isinstance(lo, ATensor) or isinstance(hi, ATensor):
+        lo = hi = math.nan
+    if lo == 0 and hi is None:
+        kinds, label = POSITIVE, "relu"
+    elif lo is not None and hi is not None and lo == -hi:
+        kinds, label = SIGN, f"hardtanh({hi:g})"
+    else:
+        kinds, label = NONE, f"clamp({lo},{hi})"
+    if x.held is None:
+        return x.like(ctx.out, param=None)
+    return ctx.elementwise(x, label, kinds)
+
+
+@rule("pow", "float_power")
+def _pow(ctx: RuleContext, x, exponent=None, *args, **kwargs):
+    if isinstance(x, ATensor) and not isinstance(exponent, ATensor):
+        if x.held is None:
+            return x.like(ctx.out, param=None)
+        return ctx.elementwise(x, f"pow({exponent})", ALL if exponent == 1 else NONE)
+    return _binary(ctx, x, exponent, "pow")
+
+
+@rule("softmax", "log_softmax", "softmin", "_softmax")
+def _softmax(ctx: RuleContext, x, *args, **kwargs):
+    if not isinstance(x, ATensor):
+        return ctx.out
+    if x.held is None:
+        return x.like(ctx.out, param=None)
+    return ctx.elementwise(x, ctx.opname, NONE)
+
+
+@rule("normalize")
+def _normalize(ctx: RuleContext, x, *args, **kwargs):
+    if not isinstance(x, ATensor):
+        return ctx.out
+    if x.held is None:
+        return x.like(ctx.out, param=None)
+    return ctx.elementwise(x, "normalize", NONE)
+
+
+@rule("prelu")
+def _prelu(ctx: RuleContext, x, weight):
+    if x.held is None:
+        if x.has_features:
+            ctx.fail("prelu on features that are not a site's values")
+        return x.like(ctx.out, param=None)
+    site = ctx.site_like(x.held, diag=ctx.diag(x.held))
+    ctx.restrict(x.held, POSITIVE)
+    roles = ["fixed"] * weight.value.dim()
+    if weight.value.numel() > 1:
+        cdim = 1 if x.value.dim() > 1 else 0
+        ctx.unify(weight.dims[0], x.dims[cdim])
+        roles[0] = "neuron"
+    ctx.record("affine", [x.held], site, [ctx.use("weight", weight, roles)], {"op": "prelu"})
+    site.activations.append((0, site.size, "prelu"))
+    ctx.absorb(x)
+    return x.like(ctx.out, ctx.remap(x.dims, x.held, site), held=Feat(site, 0, site.size), param=None)
+
+
+@rule("glu")
+def _glu(ctx: RuleContext, x, dim=-1):
+    a, b = ctx.apply(torch.chunk, x, 2, dim)
+    return _with_value(ctx.apply(torch.mul, a, ctx.apply(torch.sigmoid, b)), ctx.out)
+
+
+def _with_value(t: ATensor, value) -> ATensor:
+    return t.like(value)
+
+
+# ------------------------------------------------------------------------------------ binary
+
+
+def _is_scalar(v) -> bool:
+    return isinstance(v, numbers.Number) or (isinstance(v, ATensor) and v.value.dim() == 0 and not v.has_features
+                                             and v.held is None and v.param is None)
+
+
+def _scalar_value(v):
+    return v.value.item() if isinstance(v, ATensor) else v
+
+
+def _role(t: ATensor) -> str:
+    if t.held is not None:
+        return "site"
+    if t.attn is not None:
+        return "scores"
+    if any(isinstance(d, Feat) and d.space.kind == "param" for d in t.dims):
+        return "param"
+    return "const"
+
+
+def _broadcast(ctx: RuleContext, a: ATensor, b: ATensor):
+    """Aligned label pairs for the output dims, and the output's labels."""
+    nd = ctx.out.dim() if isinstance(ctx.out, torch.Tensor) else max(a.value.dim(), b.value.dim())
+    la = [None] * (nd - a.value.dim()) + list(a.dims)
+    lb = [None] * (nd - b.value.dim()) + list(b.dims)
+    sa = [1] * (nd - a.value.dim()) + list(a.shape)
+    sb = [1] * (nd - b.value.dim()) + list(b.shape)
+    pairs, out = [], []
+    for k in range(nd):
+        if sa[k] == sb[k]:
+            pairs.append((la[k], lb[k]))
+            out.append(_pick(la[k], lb[k]))
+        elif sa[k] == 1:
+            out.append(lb[k])
+        else:
+            out.append(la[k])
+    return pairs, out, nd
+
+
+def _pick(a, b):
+    """The label an output dim takes when two aligned inputs meet: a site's features first."""
+    for test in (lambda l: isinstance(l, Feat) and l.space.is_site, lambda l: isinstance(l, Feat),
+                 lambda l: isinstance(l, InputDim)):
+        if test(a):
+            return a
+        if test(b):
+            return b
+    if isinstance(a, Uniform) and b is not None:
+        return b
+    return a
+
+
+@rule("add", "sub", "subtract", "rsub", "mul", "multiply", "div", "divide", "true_divide",
+      "maximum", "minimum", "fmax", "fmin", "floor_divide", "remainder", "fmod", "atan2", "hypot",
+      "copysign", "xlogy", "logaddexp")
+def _binary_rule(ctx: RuleContext, a, b=None, *args, **kwargs):
+    name = ctx.opname.rstrip("_")
+    name = {"subtract": "sub", "multiply": "mul", "divide": "div", "true_divide": "div"}.get(name, name)
+    alpha = kwargs.get("alpha", 1)
+    rounding = kwargs.get("rounding_mode")
+    if name == "div" and rounding is not None:
+        name = "floor_divide"
+    return _binary(ctx, a, b, name, alpha=alpha)
+
+
+def _binary(ctx: RuleContext, a, b, name: str, alpha=1):
+    A = a if isinstance(a, ATensor) else None
+    B = b if isinstance(b, ATensor) else None
+    if A is None and B is None:
+        return ctx.out
+    if name == "rsub":  # rsub(x, c) = c - x
+        a, b, A, B, name = b, a, B, A, "sub"
+    if B is None or _is_scalar(b) and not (A is None or _is_scalar(a)):
+        return _with_scalar(ctx, A, _scalar_value(b), name, tensor_first=True)
+    if A is None or _is_scalar(a):
+        return _with_scalar(ctx, B, _scalar_value(a), name, tensor_first=False)
+    pairs, dims, nd = _broadcast(ctx, A, B)
+    ra, rb = _role(A), _role(B)
+    if ra == "site" and rb == "site":
+        return _join(ctx, A, B, pairs, dims, name, alpha)
+    if "site" in (ra, rb):
+        x, other = (A, B) if ra == "site" else (B, A)
+        x_first = x is A
+        if _role(other) == "param":
+            return _affine(ctx, x, other, pairs, dims, name, x_first, nd)
+        ctx.unify_aligned(pairs)
+        if name in ("mul", "div") and x_first or name == "mul":
+            kinds = ALL
+        elif name in ("add", "sub") and _is_zero(other):
+            kinds = ALL
+        else:
+            kinds = NONE
+        y = ctx.elementwise(x, f"{name}(const)", kinds)
+        return ATensor(ctx.out, _relabel(dims, x, y), held=y.held)
+    ctx.unify_aligned(pairs)
+    attn = A.attn or B.attn
+    return ATensor(ctx.out, dims, attn=attn)
+
+
+def _relabel(dims: list, x: ATensor, y: ATensor) -> list:
+    if y.held is not None and x.held is not None and y.held.space is not x.held.space:
+        return RuleContext.remap(dims, x.held, y.held.space)
+    return dims
+
+
+def _is_zero(t: ATensor) -> bool:
+    return t.param is None and t.value.numel() > 0 and bool((t.value == 0).all())
+
+
+def _with_scalar(ctx: RuleContext, x: ATensor, c, name: str, tensor_first: bool):
+    if x.held is None:
+        return x.like(ctx.out, param=None) if isinstance(ctx.out, torch.Tensor) else ctx.out
+    if name == "mul" or (name == "div" and tensor_first):
+        kinds = ALL if c != 0 else NONE
+        label = f"mul({c:g})" if name == "mul" else f"mul({1 / c:g})" if c else "mul(inf)"
+    elif name in ("add", "sub"):
+        if c == 0:
+            return x.like(ctx.out) if tensor_first or name == "add" else ctx.elementwise(x, "neg", ALL)
+        kinds = NONE
+        label = f"add({c if name == 'add' else -c:g})" if tensor_first else f"rsub({c:g})"
+    else:
+        kinds, label = NONE, f"{name}({c})"
+    return ctx.elementwise(x, label, kinds)
+
+
+def _join(ctx: RuleContext, A: ATensor, B: ATensor, pairs, dims, name: str, alpha) -> ATensor:
+    """Two sites' values combined: a residual addition or a gating product."""
+    ctx.unify_aligned(pairs)
+    ha, hb = A.held, B.held
+    if ha.length != hb.length:
+        ctx.fail("combining stretches of features of different sizes")
+    ctx.guard(S.unify, ctx.guard(ha.space.var_at, ha.start, ha.length), ctx.guard(hb.space.var_at, hb.start, hb.length))
+    if name in ("add", "sub"):
+        diag = ctx.guard(S.unify, ctx.diag(ha), ctx.diag(hb))
+        site = ctx.site_like(ha, diag=diag)
+        sign = -alpha if name == "sub" else alpha
+        ctx.record("add", [ha, hb], site, attrs={"signs": (1, sign)})
+    elif name in ("mul", "div", "maximum", "minimum"):
+        ctx.break_diag(ha)
+        ctx.break_diag(hb)
+        site = ctx.site_like(ha, diag=S.fixed(ha.length))
+        ctx.record("mul", [ha, hb], site, attrs={"op": name})
+    else:
+        ctx.fail(f"'{name}' of two hidden activations")
+    ctx.absorb(A, B)
+    out = ctx.remap(ctx.remap(dims, ha, site), hb, site)
+    return ATensor(ctx.out, out, held=Feat(site, 0, site.size))
+
+
+def _affine(ctx: RuleContext, x: ATensor, p: ATensor, pairs, dims, name: str, x_first: bool, nd: int) -> ATensor:
+    """A parameter added to / multiplying / dividing a site's values: a bias or a per-neuron scale."""
+    ctx.unify_aligned(pairs)
+    # which dims of p line up with x's features
+    off = nd - p.value.dim()
+    roles = []
+    for k in range(p.value.dim()):
+        o = dims[off + k]
+        aligned = isinstance(o, Feat) and o.space.is_site and p.shape[k] > 1
+        roles.append("neuron" if aligned else "fixed")
+    neuron_dims = [k for k, r in enumerate(roles) if r == "neuron"]
+    if name in ("add", "sub"):
+        diag = ctx.diag(x.held)
+        if not neuron_dims:
+            ctx.break_diag(x.held)
+        site = ctx.site_like(x.held, diag=diag)
+    elif name in ("mul", "div"):
+        site = ctx.site_like(x.held)
+        if not neuron_dims:
+            ctx.break_diag(x.held)
+            S.fix(site.diag)
+    else:
+        ctx.fail(f"'{name}' of hidden features and a parameter")
+    tf = Feat(site, 0, site.size)
+    in_exp, out_exp = {"add": (None, +1), "sub": (None, +1), "mul": (-1, +1), "div": (+1, -1)}[name]
+    if name == "div" and not x_first:
+        ctx.fail("a parameter divided by hidden features")
+    for k in neuron_dims:
+        feat_out = dims[off + k]
+        rel = Feat(site, feat_out.start - x.held.start, feat_out.length, feat_out.path, feat_out.inner, feat_out.outer) \
+            if feat_out.space is x.held.space else tf
+        if in_exp is not None:
+            ctx.scale(p, k, feat_out, in_exp)
+        ctx.scale(p, k, rel, out_exp)
+    op = name if x_first or name in ("add", "mul") else f"r{name}"
+    ctx.record("affine", [x.held], site, [ctx.use("value", p, roles)], {"op": op})
+    if p.param is None:
+        ctx.break_diag(x.held)
+        S.fix(site.diag)
+    ctx.absorb(x)
+    return ATensor(ctx.out, ctx.remap(dims, x.held, site), held=tf)
+
+
+# ------------------------------------------------------------------------------------ masking
+
+
+@rule("masked_fill", "masked_scatter")
+def _masked_fill(ctx: RuleContext, x, mask, value=0.0):
+    if not isinstance(x, ATensor):
+        return ctx.out
+    if isinstance(mask, ATensor):
+        pairs, _, _ = _broadcast(ctx, x, mask)
+        ctx.unify_aligned(pairs)
+    if x.held is None:
+        return x.like(ctx.out, param=None)
+    return ctx.elementwise(x, "masked_fill", NONE)
+
+
+@rule("where")
+def _where(ctx: RuleContext, cond, a=None, b=None):
+    if a is None:
+        return ATensor(ctx.out, [None] * ctx.out.dim()) if isinstance(ctx.out, torch.Tensor) else ctx.out
+    ts = [t for t in (a, b) if isinstance(t, ATensor)]
+    holders = [t for t in ts if t.held is not None]
+    if len(holders) > 1 and not all(h.held == holders[0].held for h in holders):
+        ctx.fail("torch.where choosing between two different hidden activations")
+    base = holders[0] if holders else (ts[0] if ts else None)
+    if base is None:
+        return ATensor(ctx.out, [None] * ctx.out.dim())
+    nd = ctx.out.dim()
+    for t in ts + ([cond] if isinstance(cond, ATensor) else []):
+        if t is not base:
+            pairs, _, _ = _broadcast(ctx, base, t)
+            ctx.unify_aligned(pairs)
+    dims = [None] * (nd - base.value.dim()) + list(base.dims)
+    if base.held is None:
+        return ATensor(ctx.out, dims, attn=base.attn)
+    y = ctx.elementwise(base, "where", NONE)
+    return ATensor(ctx.out, _relabel(dims, base, y), held=y.held)
+
+
+@rule("eq", "ne", "lt", "le", "gt", "ge", "greater", "less", "greater_equal", "less_equal", "not_equal",
+      "logical_and", "logical_or", "logical_not", "logical_xor", "isnan", "isinf", "isfinite",
+      "bitwise_and", "bitwise_or", "bitwise_not", "bitwise_xor", "signbit", "isclose", "equal", "allclose",
+      "_assert", "_assert_is_none", "_assert_async")
+def _compare(ctx: RuleContext, *args, **kwargs):
+    ts = [t for t in list(args) + list(kwargs.values()) if isinstance(t, ATensor)]
+    if not isinstance(ctx.out, torch.Tensor) or not ts:
+        return ctx.out
+    base = max(ts, key=lambda t: t.value.dim())
+    for t in ts:
+        if t is not base:
+            pairs, _, _ = _broadcast(ctx, base, t)
+            ctx.unify_aligned(pairs)
+    nd = ctx.out.dim()
+    return ATensor(ctx.out, [None] * (nd - base.value.dim()) + list(base.dims))
