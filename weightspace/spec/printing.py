@@ -30,17 +30,16 @@ def format_spec(spec) -> str:
     lines += _table(rows)
     if spec.groups:
         lines.append("")
-        scal = {}
-        for s in spec.scalings:
-            if s.group is not None:
-                kinds = [k for k, on in (("positive scaling", s.positive), ("sign flip", s.sign)) if on]
-                scal.setdefault(s.group, set()).update(kinds)
-        rows = [["group", "size", "activation", "symmetry"]]
+        rows = [["group", "size", "activation", "structure"]]
         for g in spec.groups:
-            sym = ["permutation"]
-            if g.heads:
-                sym = [f"heads of {g.heads[0]} (blocks of {g.heads[1]}), permuted within"]
-            sym += sorted(scal.get(g.name, ()))
-            rows.append([g.name, str(g.size), g.activation or "-", ", ".join(sym)])
+            structure = f"whole heads move with {g.heads[0]}, free within heads of {g.heads[1]}" if g.heads else "free"
+            rows.append([g.name, str(g.size), g.activation or "-", structure])
+        lines += _table(rows)
+    if spec.scalings:
+        lines.append("")
+        rows = [["scaling", "size", "group", "kinds"]]
+        for s in spec.scalings:
+            kinds = [k for k, on in (("positive", s.positive), ("sign", s.sign)) if on]
+            rows.append([s.name, str(s.size), s.group or "-", " and ".join(kinds)])
         lines += _table(rows)
     return "\n".join(lines)

@@ -13,6 +13,7 @@ Register rules for your own ops with :func:`register_rule`::
 from __future__ import annotations
 
 import builtins
+import itertools
 import operator
 from typing import Any, Callable, NoReturn
 
@@ -26,6 +27,7 @@ from .labels import ATensor, Feat, InputDim, Space, Uniform, resolve, unify, uni
 from .state import RawOp, RawParamUse, RawScale, TraceState
 from .tracer import _op_text
 
+_uses = itertools.count(1)
 RULES: dict[str, Callable] = {}
 TARGET_RULES: dict[Any, Callable] = {}
 ALL = S.ALL_KINDS
@@ -148,6 +150,9 @@ class RuleContext:
         self.name = name or (f"{self.path}.{node.name}" if self.path else node.name)
         self.absorbed: set[int] = set()
         self.accounted: set[str] = set()
+        self.use_id = next(_uses)
+        self.name_hint: str | None = None     # composite rules name the ops they build
+        self.pending_hint: str | None = None
 
     # ------------------------------------------------------------------------------ failures
     def fail(self, reason: str) -> NoReturn:
@@ -249,7 +254,8 @@ class RuleContext:
                 or site.path or not site.space.is_site:
             self.break_diag(site.region() if isinstance(site, Feat) and site.space.is_site else None)
             return
-        self.state.scales.append(RawScale(t.param, lab.space.axis, lab.start, lab.length, site, exponent))
+        self.state.scales.append(RawScale(t.param, lab.space.axis, lab.start, lab.length, site, exponent,
+                                          self.use_id))
 
     # ------------------------------------------------------------------------------ records
     def use(self, role: str, t: ATensor | None, roles: list[str]) -> RawParamUse | None:
@@ -269,6 +275,7 @@ class RuleContext:
                 dims[a] = roles[d]
         for a, k in t.meta.get("pinned", {}).items():
             ranges[a] = (k, k + 1)
+        self.state.param_uses.setdefault(t.param, []).append((self.use_id, tuple(ranges)))
         return RawParamUse(role, t.param, tuple(dims), tuple(ranges))
 
     def record(self, kind: str, inputs: list[Feat], output: Space, params=(), attrs=None,
@@ -303,9 +310,11 @@ class RuleContext:
         self.restrict(y.held, kinds)
         return y
 
-    def apply(self, fn: Callable, *args, **kwargs):
-        """Run ``fn`` on abstract arguments inside a rule: concrete value and labels both."""
+    def apply(self, fn: Callable, *args, _as: str | None = None, **kwargs):
+        """Run ``fn`` on abstract arguments inside a rule: concrete value and labels both.
+        ``_as`` names the op (and site) it creates."""
         from .interpret import run_rule  # local import: interpret imports this module
+        self.pending_hint = _as
         values = map_aggregate((args, kwargs), lambda a: a.value if isinstance(a, ATensor) else a)
         out = fn(*values[0], **values[1])
         return run_rule(self, fn, out, args, kwargs)

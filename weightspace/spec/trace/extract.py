@@ -61,16 +61,27 @@ class _Namer:
         if S.is_trivial(o):
             fibres = [self._expand(i)] * o.size
             return [s for f in fibres for s in f]
-        if v.shared:
+        return [Segment(self._whole(v), v.size)]
+
+    def _whole(self, v: S.Var) -> str:
+        """The group of a variable acting on its indices as one group: a free set, or blocks moved by
+        a parent group (itself possibly made of blocks) and permuted freely inside."""
+        v = S.normalize(S.find(v))
+        if v.state == "leaf" and v.origin == "op":
+            name = self._name(v)
+            self.groups.setdefault(name, GroupSpec(name, v.size))
+            return name
+        if v.state == "wreath" and not v.shared:
+            i = S.find(v.inner)
+            if i.state == "leaf" and i.origin == "op":
+                parent = self._whole(v.outer)
+                name = self._name(v)
+                self.groups.setdefault(name, GroupSpec(name, v.size, heads=(parent, i.size)))
+                return name
+        if v.state == "wreath" and v.shared:
             raise S.StructureError("one permutation of blocks combined with one shared within-block "
                                    "permutation (a Kronecker product) acting on a single axis")
-        if o.state != "leaf" or i.state != "leaf" or o.origin != "op" or i.origin != "op":
-            raise S.StructureError("nested head structures")
-        heads = self._name(o)
-        self.groups.setdefault(heads, GroupSpec(heads, o.size))
-        name = self._name(v)
-        self.groups.setdefault(name, GroupSpec(name, v.size, heads=(heads, i.size)))
-        return [Segment(name, v.size)]
+        raise S.StructureError("blocks that are themselves split into different kinds of features")
 
 
 def _merge_fixed(segs: list[Segment]) -> tuple[Segment, ...]:
@@ -89,7 +100,59 @@ def _axis_layout(layout: tuple[Segment, ...]):
     return None if all(s.group is None for s in layout) else layout
 
 
+def _restrict_products(state: TraceState) -> None:
+    """A block permutation combined with one within-block permutation shared by all blocks (the
+    channels of a grouped convolution) is a Kronecker product, which a layout cannot express; keep
+    the block permutation and pin the within-block order, everywhere at once."""
+    seen: set[int] = set()
+    stack = [sp.var for sp in state.param_spaces.values()] + [s.var for s in state.sites]
+    while stack:
+        v = S.normalize(S.find(stack.pop()))
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if v.state == "concat":
+            stack.extend(v.children)
+        elif v.state == "wreath":
+            if v.shared and not S.is_trivial(v.outer) and not S.is_trivial(v.inner):
+                S.fix(v.inner)
+            stack.extend([v.outer, v.inner])
+
+
+def _reconcile_shared_params(state: TraceState) -> None:
+    """A parameter is one tensor: every op that uses the same entries must ask for the same
+    rescaling of them. Matching demands merge their scalings; differing ones cancel them."""
+    by_use: dict[int, list] = defaultdict(list)
+    for sc in state.scales:
+        by_use[sc.use].append(sc)
+    for param, uses in state.param_uses.items():
+        uses = list(dict(uses).items())  # one entry per use
+        for i in range(len(uses)):
+            for j in range(i + 1, len(uses)):
+                (u1, r1), (u2, r2) = uses[i], uses[j]
+                if not all(a1 < b2 and a2 < b1 for (a1, b1), (a2, b2) in zip(r1, r2)):
+                    continue  # disjoint slices of the parameter
+                s1 = sorted((sc for sc in by_use[u1] if sc.param == param), key=_sig)
+                s2 = sorted((sc for sc in by_use[u2] if sc.param == param), key=_sig)
+                if [_sig(a) for a in s1] == [_sig(b) for b in s2]:
+                    for a, b in zip(s1, s2):
+                        S.unify(_diag_var(a), _diag_var(b))
+                else:
+                    for sc in s1 + s2:
+                        S.fix(_diag_var(sc))
+
+
+def _sig(sc) -> tuple:
+    return (sc.axis, sc.start, sc.length, sc.exponent, sc.site.inner, sc.site.outer)
+
+
+def _diag_var(sc) -> S.Var:
+    return sc.site.space.diag_at(sc.site.start, sc.site.length)
+
+
 def extract(state: TraceState) -> WeightSpaceSpec:
+    _reconcile_shared_params(state)
+    _restrict_products(state)
     namer = _Namer()
     # --- parameters
     layouts: dict[str, tuple] = {}
@@ -208,7 +271,7 @@ def _scalings(state: TraceState, namer: _Namer):
     for (param, axis, exp), entries in grouped.items():
         size = state.tensors[param].shape[axis]
         layers: list[list] = []
-        for start, segs in sorted(entries):
+        for start, segs in sorted(entries, key=lambda e: e[0]):
             length = sum(s.length for s in segs)
             for layer in layers:
                 if all(start >= a + n or start + length <= a for a, n, _ in layer):
@@ -218,7 +281,7 @@ def _scalings(state: TraceState, namer: _Namer):
                 layers.append([(start, length, segs)])
         for layer in layers:
             out, pos = [], 0
-            for start, length, segs in sorted(layer):
+            for start, length, segs in sorted(layer, key=lambda e: e[0]):
                 if start > pos:
                     out.append(Segment(None, start - pos))
                 out.extend(segs)

@@ -60,7 +60,12 @@ def run_rule(parent: RuleContext, fn: Callable, out: Any, args, kwargs):
         parent.fail(f"internal: no rule for {name} used by the rule for {parent.opname}")
     ctx = RuleContext(parent.state, parent.node, out, name, name=parent.name)
     ctx.path = parent.path
-    return _call(ctx, rule, args, kwargs)
+    ctx.name_hint = parent.pending_hint
+    parent.pending_hint = None
+    result = _call(ctx, rule, args, kwargs)
+    parent.absorbed |= ctx.absorbed
+    parent.accounted |= ctx.accounted
+    return result
 
 
 def _settle(ctx: RuleContext, inputs: list[ATensor], outputs: list[ATensor]) -> None:

@@ -39,7 +39,7 @@ class RawScale:
     length: int
     site: Feat
     exponent: int
-
+    use: int = 0  # the rule invocation that recorded it
 
 class TraceState:
     def __init__(self, module: torch.nn.Module):
@@ -67,6 +67,8 @@ class TraceState:
         self.ops: list[RawOp] = []
         self.scales: list[RawScale] = []
         self.unaccounted_params: set[str] = set()
+        # per parameter: (use id, ranges) of every op that used it with scaling actions
+        self.param_uses: dict[str, list[tuple[int, tuple[tuple[int, int], ...]]]] = {}
         self._names: set[str] = set()
 
     # --------------------------------------------------------------------------------- names

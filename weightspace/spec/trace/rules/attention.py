@@ -61,9 +61,10 @@ def _mha(ctx: RuleContext, query, key, value, embed_dim_to_check, num_heads, in_
         bq, bk, bv = (ctx.apply(operator.getitem, in_proj_bias, slice(i * E, (i + 1) * E)) for i in range(3))
     else:
         bq = bk = bv = None
-    q = ctx.apply(F.linear, query, wq, bq)
-    k = ctx.apply(F.linear, key, wk, bk)
-    v = ctx.apply(F.linear, value, wv, bv)
+    base = ctx.path or "attn"
+    q = ctx.apply(F.linear, query, wq, bq, _as=f"{base}.q")
+    k = ctx.apply(F.linear, key, wk, bk, _as=f"{base}.k")
+    v = ctx.apply(F.linear, value, wv, bv, _as=f"{base}.v")
     tok = 0  # layout (L, N, E) or (L, E)
     if bias_k is not None:
         n = query.shape[1] if batched else None

@@ -153,7 +153,9 @@ def _role(t: ATensor) -> str:
 
 
 def _broadcast(ctx: RuleContext, a: ATensor, b: ATensor):
-    """Aligned label pairs for the output dims, and the output's labels."""
+    """Aligned label pairs for the output dims, and the output's labels (where both sides have the
+    dim, an operand holding a site's values decides the label; otherwise the more specific label)."""
+    primary = a if a.held is not None else b if b.held is not None else None
     nd = ctx.out.dim() if isinstance(ctx.out, torch.Tensor) else max(a.value.dim(), b.value.dim())
     la = [None] * (nd - a.value.dim()) + list(a.dims)
     lb = [None] * (nd - b.value.dim()) + list(b.dims)
@@ -163,7 +165,12 @@ def _broadcast(ctx: RuleContext, a: ATensor, b: ATensor):
     for k in range(nd):
         if sa[k] == sb[k]:
             pairs.append((la[k], lb[k]))
-            out.append(_pick(la[k], lb[k]))
+            if primary is a:
+                out.append(la[k])
+            elif primary is b:
+                out.append(lb[k])
+            else:
+                out.append(_pick(la[k], lb[k]))
         elif sa[k] == 1:
             out.append(lb[k])
         else:
@@ -208,6 +215,7 @@ def _binary(ctx: RuleContext, a, b, name: str, alpha=1):
         return _with_scalar(ctx, A, _scalar_value(b), name, tensor_first=True)
     if A is None or _is_scalar(a):
         return _with_scalar(ctx, B, _scalar_value(a), name, tensor_first=False)
+    A, B = _input_as_site(ctx, A, B), _input_as_site(ctx, B, A)
     pairs, dims, nd = _broadcast(ctx, A, B)
     ra, rb = _role(A), _role(B)
     if ra == "site" and rb == "site":
@@ -229,6 +237,27 @@ def _binary(ctx: RuleContext, a, b, name: str, alpha=1):
     ctx.unify_aligned(pairs)
     attn = A.attn or B.attn
     return ATensor(ctx.out, dims, attn=attn)
+
+
+def _input_as_site(ctx: RuleContext, c: ATensor, x: ATensor) -> ATensor:
+    """A network input meeting a site's values on the site's feature axis (a skip connection from
+    the input): the input is read as an input site there."""
+    if c.held is not None or x.held is None or c.attn is not None:
+        return c
+    nd = max(c.value.dim(), x.value.dim())
+    off_c, off_x = nd - c.value.dim(), nd - x.value.dim()
+    for k in range(nd):
+        kc, kx = k - off_c, k - off_x
+        if kc < 0 or kx < 0:
+            continue
+        lc, lx = c.dims[kc], x.dims[kx]
+        if isinstance(lc, InputDim) and isinstance(lx, Feat) and lx.space is x.held.space and lx.plain \
+                and c.shape[kc] == x.held.length:
+            f = ctx.site_feat(c, kc)
+            dims = list(c.dims)
+            dims[kc] = f
+            return c.like(c.value, dims, held=f, param=None)
+    return c
 
 
 def _relabel(dims: list, x: ATensor, y: ATensor) -> list:
@@ -261,8 +290,12 @@ def _join(ctx: RuleContext, A: ATensor, B: ATensor, pairs, dims, name: str, alph
     """Two sites' values combined: a residual addition or a gating product."""
     ctx.unify_aligned(pairs)
     ha, hb = A.held, B.held
-    if ha.length != hb.length:
-        ctx.fail("combining stretches of features of different sizes")
+    if ha.length != hb.length or not _feature_dims_align(A, B, pairs):
+        # the two operands' neurons lie on different axes (token mixing): symmetry is settled by the
+        # aligned labels above; the values are no longer one site's, so no join is recorded
+        ctx.break_diag(ha)
+        ctx.break_diag(hb)
+        return ATensor(ctx.out, dims)
     ctx.guard(S.unify, ctx.guard(ha.space.var_at, ha.start, ha.length), ctx.guard(hb.space.var_at, hb.start, hb.length))
     if name in ("add", "sub"):
         diag = ctx.guard(S.unify, ctx.diag(ha), ctx.diag(hb))
@@ -279,6 +312,11 @@ def _join(ctx: RuleContext, A: ATensor, B: ATensor, pairs, dims, name: str, alph
     ctx.absorb(A, B)
     out = ctx.remap(ctx.remap(dims, ha, site), hb, site)
     return ATensor(ctx.out, out, held=Feat(site, 0, site.size))
+
+
+def _feature_dims_align(A: ATensor, B: ATensor, pairs) -> bool:
+    return any(isinstance(a, Feat) and isinstance(b, Feat) and a.space is A.held.space and b.space is B.held.space
+               for a, b in pairs)
 
 
 def _affine(ctx: RuleContext, x: ATensor, p: ATensor, pairs, dims, name: str, x_first: bool, nd: int) -> ATensor:

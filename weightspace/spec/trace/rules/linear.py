@@ -14,6 +14,8 @@ from .util import arg, norm_dim
 
 def op_name(ctx: RuleContext, w: ATensor | None) -> str:
     """Ops are named after the module that owns their weight (``layer1.0.conv1``)."""
+    if ctx.name_hint:
+        return ctx.name_hint
     if w is None or w.param is None:
         return ctx.name
     name = w.param
@@ -299,7 +301,13 @@ def _pairs(ctx: RuleContext, X: ATensor, lx: str, Y: ATensor, ly: str, letters) 
     return pairs
 
 
-def _out_labels(X: ATensor, lx: str, Y: ATensor, ly: str, lo: str, prefer=None) -> list:
+def _within(d, region: Feat) -> bool:
+    return isinstance(d, Feat) and d.space is region.space and region.start <= d.start and \
+        d.start + d.length <= region.start + region.length
+
+
+def _out_labels(X: ATensor, lx: str, Y: ATensor, ly: str, lo: str, prefer: Feat | None = None) -> list:
+    """Labels of the output dims; where both operands have a dim, one inside ``prefer`` wins."""
     dims = []
     for c in lo:
         cands = []
@@ -307,7 +315,7 @@ def _out_labels(X: ATensor, lx: str, Y: ATensor, ly: str, lo: str, prefer=None) 
             if c in l and t.shape[l.index(c)] != 1:
                 cands.append(t.dims[l.index(c)])
         if prefer is not None:
-            cands.sort(key=lambda d: 0 if isinstance(d, Feat) and d.space is prefer else 1)
+            cands.sort(key=lambda d: 0 if _within(d, prefer) else 1)
         pick = next((d for d in cands if isinstance(d, Feat)), cands[0] if cands else Uniform(1))
         dims.append(pick)
     return dims
@@ -331,12 +339,12 @@ def _activation_contraction(ctx: RuleContext, X: ATensor, lx: str, Y: ATensor, l
     if probs is not None and values.held is not None:
         lp, lv = (lx, ly) if probs is X else (ly, lx)
         ctx.unify_aligned(_pairs(ctx, X, lx, Y, ly, batch))
-        return attention_output(ctx, probs.attn, values, _out_labels(X, lx, Y, ly, lo, prefer=values.held.space))
+        return attention_output(ctx, probs.attn, values, _out_labels(X, lx, Y, ly, lo, prefer=values.held))
     holders = [t for t in (X, Y) if t.held is not None]
     if len(holders) == 2:
         ctx.fail("a product of two hidden activations that is not attention")
     ctx.unify_aligned(_pairs(ctx, X, lx, Y, ly, contracted + batch))
-    dims = _out_labels(X, lx, Y, ly, lo, prefer=holders[0].held.space if holders else None)
+    dims = _out_labels(X, lx, Y, ly, lo, prefer=holders[0].held if holders else None)
     if holders:  # a fixed linear mixing of positions: the neurons keep their values' meaning
         return ATensor(ctx.out, dims, held=holders[0].held)
     return ATensor(ctx.out, dims, attn=X.attn or Y.attn)

@@ -113,21 +113,29 @@ def _pad(ctx: RuleContext, x, pad, mode="constant", value=None):
 
 @rule("pixel_shuffle")
 def _pixel_shuffle(ctx: RuleContext, x, upscale_factor):
+    """Blocks of r*r channels become one channel at r x r positions: a new site whose neurons are
+    the blocks (block permutations survive; the order inside a block is pinned)."""
     r2 = upscale_factor ** 2
     c = x.value.dim() - 3
-    lab = x.dims[c]
     dims = list(x.dims)
     dims[-2:] = [None, None]
-    if isinstance(lab, Feat):
-        if not lab.plain:
-            ctx.fail("pixel_shuffle of split or flattened features")
-        w = ctx.guard(S.split, ctx.resolve(lab), lab.length // r2, r2)
-        if w.state == "wreath":
-            S.fix(w.inner)
-        dims[c] = Feat(lab.space, lab.start, lab.length, (("o", lab.length // r2, r2),))
-    if x.held is not None:
-        ctx.restrict(x.held, ALL)
-    return ATensor(ctx.out, dims, held=x.held, attn=x.attn)
+    lab = x.dims[c]
+    if not isinstance(lab, Feat):
+        return ATensor(ctx.out, dims)
+    if not lab.plain or not lab.space.is_site:
+        ctx.fail("pixel_shuffle of split or flattened features")
+    w = ctx.guard(S.split, ctx.resolve(lab), lab.length // r2, r2)
+    if w.state == "wreath":
+        S.fix(w.inner)
+        var = w.outer
+    else:
+        var = S.fixed(lab.length // r2)
+    ctx.break_diag(lab)
+    site = ctx.new_site(lab.length // r2, var=var, diag=S.fixed(lab.length // r2))
+    ctx.record("rearrange", [lab], site, attrs={"op": "pixel_shuffle", "factor": upscale_factor})
+    ctx.absorb(x)
+    dims[c] = Feat(site, 0, site.size)
+    return ATensor(ctx.out, dims, held=Feat(site, 0, site.size))
 
 
 @rule("pixel_unshuffle")

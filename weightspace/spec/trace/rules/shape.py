@@ -77,31 +77,35 @@ def split_label(ctx: RuleContext, f, sizes: list[int]) -> list:
         return [Uniform(n) for n in sizes]
     if isinstance(f, InputDim):
         return [InputDim(f.key + (k,), n) for k, n in enumerate(sizes)]
-    k, acc = 0, 1
-    while acc < f.outer:
-        acc *= sizes[k]
-        k += 1
-    m, acc_i = len(sizes), 1
-    while acc_i < f.inner:
-        m -= 1
-        acc_i *= sizes[m]
-    if acc != f.outer or acc_i != f.inner or m < k:
+    # the index space is outer x core x inner (mixed radix); locate the dims holding the core
+    O, C, I = f.outer, f.core, f.inner
+    left, k0 = 1, 0
+    while left * sizes[k0] <= O and not (left * sizes[k0] == O and C == 1):
+        left *= sizes[k0]
+        k0 += 1
+        if k0 == len(sizes):  # pragma: no cover - C >= 1 guarantees a core dim
+            break
+    right, k1 = 1, len(sizes) - 1
+    while right * sizes[k1] <= I and k1 > k0:
+        right *= sizes[k1]
+        k1 -= 1
+    if O % left or I % right:
         ctx.fail("a reshape cuts through flattened feature blocks")
-    middle = sizes[k:m]
-    if math.prod(middle) != f.core:  # pragma: no cover - guaranteed by the size bookkeeping
-        ctx.fail("internal: reshape sizes do not add up")
     base = Feat(f.space, f.start, f.length, f.path)
-    mid: list = []
-    if len(middle) == 1:
-        mid = [base]
-    elif middle:
-        path, rest = f.path, f.core
-        for n in middle[:-1]:
-            rest //= n
-            mid.append(Feat(f.space, f.start, f.length, path + (("o", n, rest),)))
-            path = path + (("i", n, rest),)
-        mid.append(Feat(f.space, f.start, f.length, path))
-    return [None] * k + mid + [None] * (len(sizes) - m)
+    labels: list = [None] * len(sizes)
+    if k0 == k1:
+        labels[k0] = replace(base, outer=O // left, inner=I // right)
+        return labels
+    if left != O or right != I:
+        ctx.fail("a reshape splits features and mixes them with other axes")
+    middle = sizes[k0:k1 + 1]
+    path, rest = f.path, C
+    for j, n in enumerate(middle[:-1]):
+        rest //= n
+        labels[k0 + j] = Feat(f.space, f.start, f.length, path + (("o", n, rest),))
+        path = path + (("i", n, rest),)
+    labels[k1] = Feat(f.space, f.start, f.length, path)
+    return labels
 
 
 def _still_raw(x: ATensor, dims: list) -> str | None:
@@ -429,8 +433,10 @@ def _cat(ctx: RuleContext, tensors, dim=0, **kwargs):
     ts = [t for t in ts if t.value.numel() > 0 or t.value.dim() == nd]
     _align_others(ctx, ts, d)
     others = _merged_other_dims(ts, d)
-    if any(isinstance(t.dims[d], Feat) for t in ts):
+    if any(isinstance(t.dims[d], Feat) and t.dims[d].space.is_site for t in ts):
         return _cat_features(ctx, ts, d, others)
+    for t in ts:
+        ctx.fix(t.dims[d])  # parameters joined along positions: those axes are positions too
     return _join_positions(ctx, ts, others, d, new_dim=False)
 
 
