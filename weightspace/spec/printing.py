@@ -12,7 +12,7 @@ def format_layout(layout: Layout | None) -> str:
         if s.group is None:
             parts.append(f"-{s.length}" if len(layout) > 1 else "-")
         else:
-            parts.append(s.group + (f"x{s.inner}" if s.inner > 1 else ""))
+            parts.append(s.group + (f"*{s.inner}" if s.inner > 1 else ""))
     return "|".join(parts)
 
 

@@ -60,8 +60,10 @@ def register_rule(target: Any, fn: Callable | None = None):
 
 
 def _key(target: Any) -> Any:
-    func = getattr(target, "__func__", None)  # bound methods (Function.apply) compare by function+owner
     owner = getattr(target, "__self__", None)
+    if isinstance(owner, type) and issubclass(owner, torch.autograd.Function):
+        return ("autograd.Function", owner)  # MyFunction.apply, patched or not while tracing
+    func = getattr(target, "__func__", None)
     return (func, owner) if func is not None else target
 
 
@@ -112,6 +114,22 @@ def canonical_name(node: fx.Node, module: torch.nn.Module) -> str:
     return getattr(t, "__qualname__", None) or getattr(t, "__name__", None) or repr(t)
 
 
+def qualified_op(node: fx.Node, name: str) -> str:
+    """``torch.roll``, ``torch.nn.functional.linear``, ``Tensor.view``, ``operator.add``..."""
+    if node.op == "call_method":
+        return f"Tensor.{node.target}"
+    if node.op == "call_module":
+        return f"module {node.target} ({name})"
+    mod = getattr(node.target, "__module__", None) or ""
+    if mod in ("torch._C._VariableFunctions", "torch._VariableFunctions") or mod == "torch":
+        return f"torch.{name}"
+    if mod.startswith("torch.nn.functional") or mod == "torch._C._nn":
+        return f"torch.nn.functional.{name}"
+    if mod in ("_operator", "operator"):
+        return f"operator.{name}"
+    return name
+
+
 def find_rule(node: fx.Node, module: torch.nn.Module) -> tuple[Callable | None, str, bool]:
     """The rule for a node, its canonical name and whether it is an in-place variant."""
     name = canonical_name(node, module)
@@ -156,8 +174,7 @@ class RuleContext:
 
     # ------------------------------------------------------------------------------ failures
     def fail(self, reason: str) -> NoReturn:
-        raise UnsupportedOpError(self.node.name, self.opname if self.node.op != "call_method"
-                                 else f"Tensor.{self.opname}", self.path or None, reason)
+        raise UnsupportedOpError(self.node.name, qualified_op(self.node, self.opname), self.path or None, reason)
 
     def guard(self, fn: Callable, *args):
         try:

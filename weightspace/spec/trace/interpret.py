@@ -43,6 +43,8 @@ def interpret(graph: fx.Graph, state: TraceState) -> None:
 
 def _call(ctx: RuleContext, fn: Callable | None, args, kwargs):
     result = fallback(ctx, args, kwargs) if fn is None else fn(ctx, *args, **kwargs)
+    if args and isinstance(args[0], (list, tuple)) and ctx.opname in ("getitem", "getattr"):
+        return result  # picking an element out of a Python container consumes nothing
     _settle(ctx, iter_tensors((args, kwargs)), iter_tensors(result))
     return result
 
@@ -76,7 +78,8 @@ def _settle(ctx: RuleContext, inputs: list[ATensor], outputs: list[ATensor]) -> 
     for x in inputs:
         if x.held is not None and id(x) not in ctx.absorbed:
             h = (x.held.space, x.held.start, x.held.length)
-            if not any(h[0] is s and h[1] >= a and h[1] + h[2] <= a + n for s, a, n in out_held):
+            # a view of (part of) the same neurons passes their scaling through
+            if not any(h[0] is s and h[1] < a + n and a < h[1] + h[2] for s, a, n in out_held):
                 ctx.break_diag(x.held)
         if x.param is not None and x.param not in ctx.accounted and x.param not in out_params:
             ctx.state.unaccounted_params.add(x.param)
@@ -85,7 +88,11 @@ def _settle(ctx: RuleContext, inputs: list[ATensor], outputs: list[ATensor]) -> 
 def fallback(ctx: RuleContext, args, kwargs):
     """No rule: fine for ops on inputs and constants only; an error on anything else."""
     tensors = iter_tensors((args, kwargs))
+    custom = ctx.opname.endswith(".apply")
     for t in tensors:
+        if custom and (t.has_features or t.held is not None):
+            ctx.fail(f"custom autograd function {ctx.opname[:-6]} is a black box; register a rule for "
+                     f"{ctx.opname} that says how it treats features")
         if t.has_features or t.held is not None or t.param is not None or t.attn is not None:
             what = "parameters" if (t.param is not None or not t.held) and t.has_features and \
                 any(isinstance(d, Feat) and d.space.kind == "param" for d in t.dims) else "hidden features"

@@ -30,7 +30,7 @@ class StructureError(Exception):
 
 class Var:
     __slots__ = ("size", "state", "link", "children", "outer", "inner", "shared", "origin", "name",
-                 "order", "kinds")
+                 "order", "kinds", "base")
 
     def __init__(self, size: int, state: str, origin: str = "op", name: str = "", kinds=None):
         self.size = size
@@ -45,6 +45,7 @@ class Var:
         self.order = next(_order)
         # None for permutation variables; for diagonal ones the scaling kinds still allowed
         self.kinds = None if kinds is None else frozenset(kinds)
+        self.base = (name, 0)  # (name of the whole it was cut from, offset in it), for slice names
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         v = find(self)
@@ -280,7 +281,11 @@ def region(v: Var, start: int, length: int) -> Var:
 def _piece(v: Var, start: int, length: int) -> Var:
     if v.state == "fixed":
         return fixed(length)
-    return leaf(length, f"{v.name}[{start}:{start + length}]" if v.name else "", v.origin, v.kinds)
+    base, off = v.base
+    a = off + start
+    p = leaf(length, f"{base}[{a}:{a + length}]" if base else "", v.origin, v.kinds)
+    p.base = (base, a)
+    return p
 
 
 def split(v: Var, a: int, b: int) -> Var:
