@@ -1,4 +1,4 @@
-"""`weightspace demo`: the project's main job on embedded data. Later steps extend it."""
+"""Weight-space specs traced with torch.fx, and their symmetries checked on real models."""
 from __future__ import annotations
 
 import time
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from .space import WeightSpace
-from .spec import WeightSpaceSpec
-from .symmetry import flip_sign, permute, random_permutation, random_scaling, random_sign_flip, scale
+from ..space import WeightSpace
+from ..spec import WeightSpaceSpec
+from ..symmetry import flip_sign, permute, random_permutation, random_scaling, random_sign_flip, scale
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -46,15 +46,10 @@ def symmetry_demo(name: str, model: torch.nn.Module, x: torch.Tensor, seed: int 
     return out
 
 
-def run(out_dir: str | Path = "out/demo") -> list[dict]:
-    from .models import TinyTransformer, resnet20
+def run(out_dir: Path) -> list[dict]:
+    from ..models import TinyTransformer, resnet20
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    print("=" * 88)
-    print("1. Weight-space specs traced with torch.fx, and their symmetries checked on the real models")
-    print("=" * 88)
     results = []
     resnet = resnet20(num_classes=10, width=8)
     results.append(symmetry_demo("ResNet-20 (width 8)", resnet, torch.randn(4, 3, 32, 32)))
