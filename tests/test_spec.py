@@ -51,3 +51,23 @@ def test_printing_is_a_readable_table():
     text = str(ws.WeightSpaceSpec.mlp([2, 4, 1], activation="tanh"))
     assert "0.weight" in text and "(4, 2)" in text and "[0, -]" in text and "tanh" in text and "sign" in text
     assert repr(ws.WeightSpaceSpec.mlp([2, 4, 1])).startswith("WeightSpaceSpec(4 tensors, 17 weights")
+
+
+def test_site_activations_match_the_dataflow():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 7), torch.nn.ReLU(), torch.nn.Linear(7, 2))
+    spec = ws.WeightSpaceSpec.from_module(model, torch.randn(2, 3))
+    x = torch.randn(11, 3)
+    acts = ws.site_activations(model, x, spec)
+    sites = {s.name: s.id for s in spec.dataflow.sites}
+    assert torch.allclose(acts[sites["0"]], torch.relu(model[0](x)))
+    assert torch.allclose(acts[sites["2"]], model(x))
+    from weightspace.models import resnet20
+    net = resnet20(width=4)
+    spec = ws.WeightSpaceSpec.from_module(net, torch.randn(2, 3, 8, 8))
+    acts = ws.site_activations(net, torch.randn(5, 3, 8, 8), spec)
+    for s in spec.dataflow.sites:
+        if s.id in acts:
+            assert acts[s.id].shape[-1] == s.size
+    hidden = [s for s in spec.dataflow.sites if s.kind == "hidden"]
+    assert sum(s.id in acts for s in hidden) >= len(hidden) - 2

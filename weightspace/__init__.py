@@ -9,7 +9,7 @@ Any PyTorch model becomes a weight-space object with its symmetries known::
 from .io import CheckpointError, load_checkpoint, save_checkpoint
 from .space import WeightSpace
 from .spec import (Dataflow, GroupSpec, Op, ParamSpec, ParamUse, ScaleAction, ScalingSpec, Segment, Site, SiteView,
-                   SpecError, TraceError, UnsupportedOpError, WeightSpaceSpec, register_rule)
+                   SpecError, TraceError, UnsupportedOpError, WeightSpaceSpec, register_rule, site_activations)
 from .symmetry import (check_permutations, compose_permutations, flip_sign, identity_permutation, invert_permutation,
                        permute, random_permutation, random_scaling, random_sign_flip, scale)
 
@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "WeightSpaceSpec", "WeightSpace", "ParamSpec", "GroupSpec", "ScalingSpec", "ScaleAction", "Segment", "Site",
-    "SiteView", "Op", "ParamUse", "Dataflow", "SpecError", "TraceError", "UnsupportedOpError", "register_rule",
+    "SiteView", "Op", "ParamUse", "Dataflow", "SpecError", "TraceError", "UnsupportedOpError", "register_rule", "site_activations",
     "random_permutation", "permute", "invert_permutation", "compose_permutations", "identity_permutation",
     "check_permutations", "random_scaling", "scale", "random_sign_flip", "flip_sign",
     "load_checkpoint", "save_checkpoint", "CheckpointError",

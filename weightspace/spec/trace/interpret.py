@@ -14,7 +14,8 @@ from .state import TraceState
 from .tracer import fetch_attr
 
 
-def interpret(graph: fx.Graph, state: TraceState) -> None:
+def interpret(graph: fx.Graph, state: TraceState, on_value: Callable[[ATensor], None] | None = None) -> None:
+    """Apply the rule of every node; ``on_value`` sees each resulting traced tensor."""
     env: dict[fx.Node, Any] = {}
     root = state.module
     for node in graph.nodes:
@@ -39,6 +40,9 @@ def interpret(graph: fx.Graph, state: TraceState) -> None:
             if node.op == "call_module" and fn is not None:
                 args = (root.get_submodule(node.target),) + tuple(args)
             env[node] = _call(ctx, fn, args, kwargs)
+            if on_value is not None:
+                for t in iter_tensors(env[node]):
+                    on_value(t)
 
 
 def _call(ctx: RuleContext, fn: Callable | None, args, kwargs):

@@ -1,0 +1,54 @@
+"""The values a network's neuron sets (dataflow sites) take on some inputs."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .errors import SpecError
+from .spec import WeightSpaceSpec
+
+
+def site_activations(module: torch.nn.Module, inputs: Any, spec: WeightSpaceSpec | None = None,
+                     flatten: bool = True) -> dict[int, torch.Tensor]:
+    """``{site id: values}`` for every site of ``module``'s dataflow on ``inputs``.
+
+    Each site's values are taken after the last elementwise op applied to it (activation, pooling),
+    with the neuron axis last: ``[N, size]`` where N runs over samples and positions (pixels, tokens)
+    when ``flatten``, else the tensor's own leading dims. Site ids match ``spec.dataflow.sites`` of a
+    spec traced from the same module (pass ``spec`` to have that checked). Runs in eval mode, no grad.
+    """
+    from .trace import _as_inputs
+    from .trace.interpret import interpret
+    from .trace.labels import Feat
+    from .trace.state import TraceState
+    from .trace.tracer import ConcreteTracer
+
+    args, kwargs = _as_inputs(inputs)
+    was_training = module.training
+    module.eval()
+    recorded: dict[int, torch.Tensor] = {}
+
+    def record(t):
+        h = t.held
+        if h is None or h.start != 0 or h.length != h.space.size:
+            return
+        dims = [i for i, d in enumerate(t.dims) if isinstance(d, Feat) and d.space is h.space]
+        if len(dims) != 1 or not t.dims[dims[0]].plain or t.dims[dims[0]].length != h.space.size:
+            return
+        v = t.value.detach().movedim(dims[0], -1)
+        recorded[h.space.site_id] = v.reshape(-1, v.shape[-1]) if flatten else v
+
+    try:
+        with torch.no_grad():
+            graph = ConcreteTracer().trace_concrete(module, args, kwargs)
+            state = TraceState(module)
+            interpret(graph, state, on_value=record)
+    finally:
+        module.train(was_training)
+    if spec is not None and spec.dataflow is not None:
+        sizes = [s.size for s in spec.dataflow.sites]
+        if sizes != [s.size for s in state.sites]:
+            raise SpecError("the module's dataflow does not match the spec's (was the spec traced from another "
+                            "architecture?)")
+    return recorded
