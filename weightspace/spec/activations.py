@@ -46,9 +46,19 @@ def site_activations(module: torch.nn.Module, inputs: Any, spec: WeightSpaceSpec
             interpret(graph, state, on_value=record)
     finally:
         module.train(was_training)
+    named = dict(zip(_placeholder_names(graph), args))
+    named.update(kwargs)
+    for key, site in state.input_sites.items():
+        if len(key) == 2 and key[0] in named and isinstance(key[1], int) and torch.is_tensor(named[key[0]]):
+            v = named[key[0]].detach().movedim(key[1], -1)
+            recorded.setdefault(site.site_id, v.reshape(-1, v.shape[-1]) if flatten else v)
     if spec is not None and spec.dataflow is not None:
         sizes = [s.size for s in spec.dataflow.sites]
         if sizes != [s.size for s in state.sites]:
             raise SpecError("the module's dataflow does not match the spec's (was the spec traced from another "
                             "architecture?)")
     return recorded
+
+
+def _placeholder_names(graph) -> list[str]:
+    return [n.target for n in graph.nodes if n.op == "placeholder"]

@@ -16,6 +16,7 @@ from .tracer import fetch_attr
 
 def interpret(graph: fx.Graph, state: TraceState, on_value: Callable[[ATensor], None] | None = None) -> None:
     """Apply the rule of every node; ``on_value`` sees each resulting traced tensor."""
+    state.on_value = on_value
     env: dict[fx.Node, Any] = {}
     root = state.module
     for node in graph.nodes:
@@ -40,16 +41,17 @@ def interpret(graph: fx.Graph, state: TraceState, on_value: Callable[[ATensor], 
             if node.op == "call_module" and fn is not None:
                 args = (root.get_submodule(node.target),) + tuple(args)
             env[node] = _call(ctx, fn, args, kwargs)
-            if on_value is not None:
-                for t in iter_tensors(env[node]):
-                    on_value(t)
 
 
 def _call(ctx: RuleContext, fn: Callable | None, args, kwargs):
     result = fallback(ctx, args, kwargs) if fn is None else fn(ctx, *args, **kwargs)
     if args and isinstance(args[0], (list, tuple)) and ctx.opname in ("getitem", "getattr"):
         return result  # picking an element out of a Python container consumes nothing
-    _settle(ctx, iter_tensors((args, kwargs)), iter_tensors(result))
+    outs = iter_tensors(result)
+    _settle(ctx, iter_tensors((args, kwargs)), outs)
+    if ctx.state.on_value is not None:
+        for t in outs:
+            ctx.state.on_value(t)
     return result
 
 

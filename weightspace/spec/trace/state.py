@@ -70,6 +70,7 @@ class TraceState:
         # per parameter: (use id, ranges) of every op that used it with scaling actions
         self.param_uses: dict[str, list[tuple[int, tuple[tuple[int, int], ...]]]] = {}
         self._names: set[str] = set()
+        self.on_value = None  # a callback seeing every traced tensor (site_activations)
 
     # --------------------------------------------------------------------------------- names
     def unique(self, name: str) -> str:
