@@ -6,6 +6,7 @@ Any PyTorch model becomes a weight-space object with its symmetries known::
     perms = weightspace.random_permutation(spec)
     permuted = weightspace.permute(model.state_dict(), spec, perms)   # same function, moved weights
 """
+from .graph import from_graph, node_permutation, plot_graph, probe_features, to_graph
 from .io import CheckpointError, load_checkpoint, save_checkpoint
 from .space import WeightSpace
 from .spec import (Dataflow, GroupSpec, Op, ParamSpec, ParamUse, ScaleAction, ScalingSpec, Segment, Site, SiteView,
@@ -21,4 +22,5 @@ __all__ = [
     "random_permutation", "permute", "invert_permutation", "compose_permutations", "identity_permutation",
     "check_permutations", "random_scaling", "scale", "random_sign_flip", "flip_sign",
     "load_checkpoint", "save_checkpoint", "CheckpointError",
+    "to_graph", "from_graph", "node_permutation", "plot_graph", "probe_features",
 ]

@@ -471,7 +471,9 @@ def _merged_other_dims(ts: list[ATensor], d: int | None) -> list:
             out.append(None)
             continue
         labs = [t.dims[k] for t in ts]
-        pick = next((l for l in labs if isinstance(l, Feat)), None)
+        pick = next((l for l in labs if isinstance(l, Feat) and l.space.is_site), None)
+        if pick is None:
+            pick = next((l for l in labs if isinstance(l, Feat)), None)
         if pick is None:
             pick = next((l for l in labs if isinstance(l, InputDim)), None)
         if pick is None:
