@@ -159,6 +159,8 @@ def test_probe_features_are_site_activations():
     assert torch.allclose(feats[2:34], h1.T.detach(), atol=1e-6)
     batch = ws.WeightSpace.from_modules([model, SIREN()], spec)
     assert ws.probe_features(SIREN(), spec, probes, batch).shape == (2 * 67, 6)
+    g = ws.to_graph(batch, probe=(SIREN(), probes))
+    assert g.probe.shape == (2 * 67, 6) and torch.allclose(g.probe[:67], feats)
 
 
 def test_plot_graph_writes_a_png(tmp_path):

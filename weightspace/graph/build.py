@@ -98,7 +98,7 @@ def _make_batch(t: dict[str, torch.Tensor]) -> Batch:
     return batch
 
 
-def to_graph(params: Any, spec: WeightSpaceSpec | None = None) -> Data | Batch:
+def to_graph(params: Any, spec: WeightSpaceSpec | None = None, probe: tuple | None = None) -> Data | Batch:
     """Parameter graph(s) of networks.
 
     * a state dict (one network) and its ``spec`` -> ``Data``
@@ -110,7 +110,23 @@ def to_graph(params: Any, spec: WeightSpaceSpec | None = None) -> Data | Batch:
     output neuron), ``edge_attr [M, Fe]`` (weights, kernels), ``node_type``, ``layer``, ``node_pos``,
     ``activation``, ``site`` (per node), ``edge_type``, ``edge_len`` (per edge), ``extra [1, K]`` and
     ``buffers [1, Kb]`` (per graph). See the module docstring for the representation.
+
+    ``probe=(module, inputs)`` adds ``probe [N, S]``: every neuron's value on the S probe inputs
+    (:func:`probe_features`; runs each network, so it costs a forward pass per network).
     """
+    if probe is not None:
+        from .probe import probe_features
+        if isinstance(params, (list, tuple)) and params and isinstance(params[0], tuple):
+            raise SpecError("probe features for a batch of different specs: compute them per spec")
+        space = params if isinstance(params, WeightSpace) else None
+        graph = to_graph(params, spec)
+        s = space.spec if space is not None else spec
+        if space is None and not isinstance(params, Mapping):
+            space = WeightSpace.from_state_dicts(list(params), spec)
+        elif space is None:
+            space = WeightSpace.from_state_dicts([params], spec)
+        graph.probe = probe_features(probe[0], s, probe[1], space)
+        return graph
     if isinstance(params, WeightSpace):
         return _make_batch(_batch_uniform(params))
     if isinstance(params, Mapping):
