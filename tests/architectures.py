@@ -18,6 +18,7 @@ class Arch:
     build: Callable[[], nn.Module]
     inputs: Callable[[torch.Generator], tuple]
     groups: int | None = None  # expected number of permutation groups, where known
+    computed_weights: bool = False  # weights computed in forward (parametrizations): not dataflow edges
 
 
 def img(c=3, h=8, w=8, n=2):
@@ -271,6 +272,95 @@ class MLPWithNorms(nn.Module):
         return self.l4(x)
 
 
+class RecurrentNet(nn.Module):
+    """An input projection, a 2-layer bidirectional LSTM and a GRU; readouts from outputs and states."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(3, 5)
+        self.lstm = nn.LSTM(5, 6, num_layers=2, batch_first=True, bidirectional=True)
+        self.gru = nn.GRU(12, 4, batch_first=True)
+        self.out = nn.Linear(4, 2)
+        self.state = nn.Linear(6, 2)
+
+    def forward(self, x):
+        y, (h, c) = self.lstm(torch.tanh(self.inp(x)))
+        z, hg = self.gru(y)
+        return self.out(z[:, -1]) + self.state(h[-1]) + self.out(hg[0])
+
+
+class UNet(nn.Module):
+    """Encoder-decoder with a transposed-conv upsampling and a skip concatenation."""
+
+    def __init__(self):
+        super().__init__()
+        self.e1, self.e2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 8, 3, padding=1)
+        self.up = nn.ConvTranspose2d(8, 4, 2, stride=2)
+        self.d1, self.out = nn.Conv2d(8, 4, 3, padding=1), nn.Conv2d(4, 1, 1)
+
+    def forward(self, x):
+        a = F.relu(self.e1(x))
+        b = F.relu(self.e2(F.max_pool2d(a, 2)))
+        return self.out(F.relu(self.d1(torch.cat([a, self.up(b)], 1))))
+
+
+class Reparametrized(nn.Module):
+    """Weight-normalized and spectrally normalized layers (parametrizations with their buffers)."""
+
+    def __init__(self):
+        super().__init__()
+        from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+        self.a = weight_norm(nn.Linear(4, 6))
+        self.b = spectral_norm(nn.Linear(6, 5))
+        self.c = nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.c(torch.tanh(self.b(F.relu(self.a(x)))))
+
+
+class SqueezeExcite(nn.Module):
+    """A channel-gating branch (squeeze-and-excitation) multiplying conv features."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 8, 3, padding=1)
+        self.f1, self.f2 = nn.Linear(8, 2), nn.Linear(2, 8)
+        self.o = nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = F.relu(self.c(x))
+        w = torch.sigmoid(self.f2(F.relu(self.f1(h.mean((2, 3))))))
+        return self.o((h * w[:, :, None, None]).mean((2, 3)))
+
+
+class EinsumAttention(nn.Module):
+    """Attention written with einsum, heads as an unflattened axis, no transposes."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v, self.o = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        q, k, v = (t.unflatten(-1, (2, 4)) for t in (self.q(x), self.k(x), self.v(x)))
+        a = torch.einsum("bqhd,bkhd->bhqk", q, k).softmax(-1)
+        return self.o(torch.einsum("bhqk,bkhd->bqhd", a, v).flatten(2).mean(1))
+
+
+class Volumetric(nn.Module):
+    """Conv3d with BatchNorm3d, max pooling with indices and unpooling, global max pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn = nn.Conv3d(2, 4, 3, padding=1), nn.BatchNorm3d(4)
+        self.b = nn.Conv3d(4, 4, 1)
+        self.o = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h, idx = F.max_pool3d(F.relu(self.bn(self.a(x))), 2, return_indices=True)
+        h = F.max_unpool3d(h, idx, 2)
+        return self.o(F.adaptive_max_pool3d(self.b(h), 1).flatten(1))
+
+
 def _encoder(norm_first: bool):
     layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.1, batch_first=True, norm_first=norm_first)
     return nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
@@ -303,4 +393,10 @@ ARCHITECTURES = [
     Arch("cross_attention", CrossAttention,
          lambda g: (torch.randn(2, 4, 5, generator=g), torch.randn(2, 3, 7, generator=g)), None),
     Arch("mixer", Mixer, seq(t=6, d=8), None),
+    Arch("recurrent", RecurrentNet, lambda g: (torch.randn(2, 5, 3, generator=g),), 6),
+    Arch("unet", UNet, img(c=1, h=8, w=8), 4),
+    Arch("reparametrized", Reparametrized, lambda g: (torch.randn(3, 4, generator=g),), 2, computed_weights=True),
+    Arch("squeeze_excite", SqueezeExcite, img(h=6, w=6), 2),
+    Arch("einsum_attention", EinsumAttention, seq(t=5, d=8), 3),
+    Arch("volumetric", Volumetric, lambda g: (torch.randn(2, 2, 4, 4, 4, generator=g),), 2),
 ]

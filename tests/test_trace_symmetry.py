@@ -109,9 +109,10 @@ def _fixed_range(layout, a: int, b: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES, ids=lambda a: a.name)
+@pytest.mark.parametrize("arch", [a for a in ARCHITECTURES if not a.computed_weights], ids=lambda a: a.name)
 def test_dataflow_covers_every_parameter(arch, traced):
-    """Every entry of every learned parameter is used by some op of the dataflow."""
+    """Every entry of every learned parameter is used by some op of the dataflow (weights computed in
+    forward by a parametrization are the exception: graphs keep them as graph-level extras)."""
     _, _, spec = traced(arch)
     covered: dict[str, torch.Tensor] = {}
     for op in spec.dataflow.ops:

@@ -206,6 +206,35 @@ class _Builder:
             neuron, slot, c = self.neuron_values(_as_neuron(b), n_out, None)
             self.x_place.append((self.node(out, neuron).reshape(-1), slot.reshape(-1), c.reshape(-1)))
 
+    def _op_recurrent(self, op: Op) -> None:
+        """An RNN layer: edges input -> hidden and hidden -> hidden (self-loops included), each with
+        one feature per gate; both biases per gate as node features."""
+        gates = op.attr("gates", 1)
+        view, out = op.inputs[0], op.output
+        h = self.flow.site(out).size
+        for role, src_view, kind in (("weight_ih", view, "recurrent_in"), ("weight_hh", SiteView(out, 0, h),
+                                                                              "recurrent")):
+            use = op.param(role)
+            c = self.cols(use).reshape(gates, h, -1)                     # [gates, H, inputs]
+            n_in = c.shape[2]
+            o = torch.arange(h)[:, None].expand(h, n_in)
+            neuron, pos = self.view_entries(src_view, torch.arange(n_in)[None, :].expand(h, n_in).reshape(-1))
+            src, dst = self.node(src_view.site, neuron), self.node(out, o.reshape(-1))
+            key = dst * (self.n_site_nodes + 1) + src
+            uniq, inverse = torch.unique(key, return_inverse=True)
+            width = src_view.inner * src_view.outer * gates
+            ids = self.add_edges(uniq % (self.n_site_nodes + 1), uniq // (self.n_site_nodes + 1), kind, width)
+            edge = ids[inverse][:, None].expand(-1, gates)
+            slot = pos[:, None] * gates + torch.arange(gates)
+            self.e_place.append((edge.reshape(-1), slot.reshape(-1), c.permute(1, 2, 0).reshape(-1)))
+        for k, role in enumerate(("bias_ih", "bias_hh")):
+            use = op.param(role)
+            if use is not None:
+                c = self.cols(use).reshape(gates, h)
+                node = self.node(out, torch.arange(h))[:, None].expand(h, gates)
+                slot = k * gates + torch.arange(gates).expand(h, gates)
+                self.x_place.append((node.reshape(-1), slot.reshape(-1), c.T.reshape(-1)))
+
     def _one_to_one(self, op: Op, view: SiteView, kind: str) -> torch.Tensor:
         n = view.length
         return self.add_edges(self.node(view.site, view.start + torch.arange(n)), self.node(op.output, torch.arange(n)),
@@ -321,7 +350,8 @@ class _Builder:
                 counters[s.kind] += s.size
             else:
                 kind = producer.get(s.id, "linear")
-                node_type[sl] = NODE["hidden"] if kind == "linear" else NODE["norm"] if kind == "norm" else NODE["join"]
+                node_type[sl] = (NODE["hidden"] if kind in ("linear", "recurrent") else NODE["norm"] if kind == "norm"
+                                 else NODE["join"])
             layer[sl] = self.depth[s.id]
             site_of[sl] = s.id
             per_neuron: list[list[str]] = [[] for _ in range(s.size)] if s.activations else []

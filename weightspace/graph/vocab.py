@@ -3,7 +3,7 @@ from __future__ import annotations
 
 NODE_TYPES = ("input", "hidden", "output", "norm", "join", "head", "position")
 EDGE_TYPES = ("linear", "conv", "embedding", "norm", "affine", "residual", "concat", "gate", "activation",
-              "attn_query", "attn_key", "attn_head", "attn_value", "rearrange", "stack")
+              "attn_query", "attn_key", "attn_head", "attn_value", "rearrange", "stack", "recurrent_in", "recurrent")
 ACTIVATIONS = ("none", "relu", "leaky_relu", "prelu", "gelu", "silu", "tanh", "sigmoid", "sin", "softplus", "elu",
                "selu", "celu", "relu6", "hardtanh", "hardswish", "hardsigmoid", "mish", "softmax", "log_softmax",
                "normalize", "softsign", "other")

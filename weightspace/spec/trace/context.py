@@ -313,7 +313,7 @@ class RuleContext:
         site of its own, joined to ``x``'s by an ``activation`` op."""
         if not isinstance(x, ATensor):
             return self.out
-        y = x.like(self.out)
+        y = x.like(self.out[0] if isinstance(self.out, tuple) else self.out)
         if x.held is None:
             return y
         src = self.node.args[0] if self.node.args else None
@@ -321,7 +321,7 @@ class RuleContext:
         if shared:
             site = self.site_like(x.held, diag=self.diag(x.held))
             self.record("activation", [x.held], site, attrs={"op": opname})
-            y = x.like(self.out, self.remap(x.dims, x.held, site), held=Feat(site, 0, site.size))
+            y = x.like(y.value, self.remap(x.dims, x.held, site), held=Feat(site, 0, site.size))
             self.absorb(x)
         y.held.space.activations.append((y.held.start, y.held.start + y.held.length, opname))
         self.restrict(y.held, kinds)

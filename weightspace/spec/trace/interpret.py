@@ -9,7 +9,7 @@ from torch.fx.node import map_aggregate
 
 from . import structure as S
 from .context import RuleContext, canonical_name, find_rule, iter_tensors, _function_names, RULES
-from .labels import ATensor, Feat, InputDim
+from .labels import ATensor, Feat, InputDim, Uniform
 from .state import TraceState
 from .tracer import fetch_attr
 
@@ -28,7 +28,7 @@ def interpret(graph: fx.Graph, state: TraceState, on_value: Callable[[ATensor], 
             v = node.meta["val"]
             if isinstance(v, torch.Tensor):
                 env[node] = (state.param_tensor(node.target, v) if state.is_state(node.target)
-                             else ATensor(v, [None] * v.dim()))
+                             else ATensor(v, constant_labels(v)))
             else:
                 env[node] = v
         elif node.op == "output":
@@ -41,6 +41,15 @@ def interpret(graph: fx.Graph, state: TraceState, on_value: Callable[[ATensor], 
             if node.op == "call_module" and fn is not None:
                 args = (root.get_submodule(node.target),) + tuple(args)
             env[node] = _call(ctx, fn, args, kwargs)
+
+
+def constant_labels(v: torch.Tensor) -> list:
+    """A constant made in forward: along dims where it does not vary it demands nothing (Uniform)."""
+    labels = []
+    for d, n in enumerate(v.shape):
+        uniform = n > 1 and v.numel() <= 1 << 20 and bool((v == v.narrow(d, 0, 1)).all())
+        labels.append(Uniform(n) if uniform else None)
+    return labels
 
 
 def _call(ctx: RuleContext, fn: Callable | None, args, kwargs):

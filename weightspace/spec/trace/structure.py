@@ -65,6 +65,8 @@ def fixed(size: int) -> Var:
 
 
 def concat(children: list[Var]) -> Var:
+    if len(children) == 1:  # a wrapper around one variable would let it be unified into itself
+        return children[0]
     v = Var(sum(c.size for c in children), "concat")
     v.children = list(children)
     return v

@@ -77,6 +77,22 @@ class ConcreteProxy(fx.Proxy):
         raise TraceError(_value_flow(self.node))
 
 
+def _structured(proxy: fx.Proxy, value: Any):
+    """A call that returned a tuple / list gives back the same container of element proxies, so
+    ``isinstance(out, tuple)``, unpacking and namedtuple fields behave as they do in eager mode."""
+    if isinstance(value, torch.Size) or not isinstance(value, (tuple, list)):
+        return proxy
+    items = [_structured(proxy[i], v) for i, v in enumerate(value)]
+    if hasattr(value, "_fields"):  # namedtuple
+        return type(value)(*items)
+    if isinstance(value, tuple) and type(value) is not tuple:  # torch.return_types structseq
+        try:
+            return type(value)(items)
+        except TypeError:
+            return tuple(items)
+    return type(value)(items)
+
+
 def _value_flow(node: fx.Node) -> str:
     where = node.meta.get("ws_path") or "the top-level module"
     return (f"data-dependent control flow at node '{node.name}' (op {_op_text(node)}) in {where}: "
@@ -103,6 +119,7 @@ class ConcreteTracer(fx.Tracer):
 
     def __init__(self, leaf_types: tuple[type, ...] = ()):
         super().__init__(autowrap_functions=())
+        self.proxy_buffer_attributes = True  # buffers used in forward are state, not anonymous constants
         self.leaf_types = tuple(leaf_types)
         self._path: list[str] = []
         self._inputs: dict[str, Any] = {}
@@ -129,7 +146,8 @@ class ConcreteTracer(fx.Tracer):
             return getattr(vals[0], target)(*vals[1:], **_concrete(self.create_arg(kwargs)))
         if kind == "call_function" and target in _SHAPE_FUNCTIONS:
             return target(*_concrete(self.create_arg(args)), **_concrete(self.create_arg(kwargs)))
-        return super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
+        proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
+        return _structured(proxy, proxy.node.meta.get("val")) if kind != "placeholder" else proxy
 
     def create_node(self, kind, target, args, kwargs, name=None, type_expr=None) -> fx.Node:
         node = super().create_node(kind, target, args, kwargs, name, type_expr)

@@ -1,2 +1,2 @@
 """Built-in rules; importing this package registers them."""
-from . import attention, creation, elementwise, linear, norm, reduce, shape  # noqa: F401
+from . import attention, creation, elementwise, linear, norm, recurrent, reduce, shape  # noqa: F401

@@ -328,9 +328,6 @@ def _activation_contraction(ctx: RuleContext, X: ATensor, lx: str, Y: ATensor, l
     feat_contraction = any(isinstance(X.dims[lx.index(c)], Feat) or isinstance(Y.dims[ly.index(c)], Feat)
                            for c in contracted)
     if feat_contraction:
-        if X.held is None or Y.held is None:
-            if X.has_features and Y.has_features:
-                ctx.fail("a product over features of tensors that are not sites' values")
         ctx.unify_aligned(_pairs(ctx, X, lx, Y, ly, contracted + batch))
         dims = _out_labels(X, lx, Y, ly, lo)
         attn = (X.held, Y.held) if X.held is not None and Y.held is not None else None

@@ -98,6 +98,10 @@ for _k in (1, 2, 3):
         rule(f"{_base}{_k}d_with_indices")(_pool_rule(f"{_base}{_k}d", _k, _kinds))
 
 
+for _k in (1, 2, 3):
+    rule(f"max_unpool{_k}d")(_pool_rule(f"max_unpool{_k}d", _k, ALL))
+
+
 @rule("interpolate", "upsample", "upsample_nearest", "upsample_bilinear", "grid_sample")
 def _interpolate(ctx: RuleContext, x, *args, **kwargs):
     return _spatial(ctx, x, x.value.dim() - 2, ctx.opname, ALL)
