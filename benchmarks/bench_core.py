@@ -13,6 +13,7 @@ import statistics
 import time
 
 import torch
+from _table import print_table
 import torch.fx
 
 import weightspace as ws
@@ -85,12 +86,7 @@ def main() -> None:
     del sc
 
     header = ("task", "weightspace", "reference (same run)", "ratio")
-    w = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(header)) + " |")
-    print("|" + "|".join("-" * (x + 2) for x in w) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |")
+    print_table(header, rows)
 
 
 if __name__ == "__main__":

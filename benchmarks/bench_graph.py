@@ -19,6 +19,7 @@ import argparse
 import time
 
 import torch
+from _table import print_table
 from torch_geometric.data import Batch, Data
 
 import weightspace as ws
@@ -104,12 +105,7 @@ def main() -> None:
     rows = [r for r in rows if not r[0].startswith("  one-time")]
 
     header = ("task", "time", "weightspace", "per-network loop (same run)", "ratio")
-    w = [max(len(r[i]) for r in rows + [header]) for i in range(5)]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(header)) + " |")
-    print("|" + "|".join("-" * (x + 2) for x in w) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w[i]) for i, c in enumerate(r)) + " |")
+    print_table(header, rows)
 
 
 if __name__ == "__main__":

@@ -12,24 +12,17 @@ from weightspace.graph.vocab import EDGE, NODE
 from weightspace.models import SIREN, VGG, mlp
 
 
-@pytest.fixture(scope="module")
-def traced():
-    cache = {}
-
+@pytest.fixture
+def traced(traced_arch):
+    """(spec, three different networks of the architecture), float32."""
     def get(arch):
-        if arch.name not in cache:
-            torch.manual_seed(0)
-            model = arch.build().eval()
-            x = arch.inputs(torch.Generator().manual_seed(0))
-            spec = ws.WeightSpaceSpec.from_module(model, x)
-            nets = []
-            for s in range(3):  # three different networks of the same architecture
-                g = torch.Generator().manual_seed(s)
-                nets.append({k: v + torch.randn(v.shape, generator=g) * 0.1 if v.is_floating_point() else v
-                             for k, v in model.state_dict().items()})
-            cache[arch.name] = (spec, nets)
-        return cache[arch.name]
-
+        model, _, spec = traced_arch(arch, torch.float32)
+        nets = []
+        for s in range(3):
+            g = torch.Generator().manual_seed(s)
+            nets.append({k: v + torch.randn(v.shape, generator=g) * 0.1 if v.is_floating_point() else v
+                         for k, v in model.state_dict().items()})
+        return spec, nets
     return get
 
 

@@ -7,26 +7,14 @@ import torch
 
 import weightspace as ws
 from architectures import ARCHITECTURES
-from helpers import changed, double_inputs, outputs, rel_err, single_group_element
+from helpers import changed, outputs, rel_err, single_group_element
 
 TOL = 1e-10
 
 
-@pytest.fixture(scope="module")
-def traced():
-    """Each architecture built once in float64, with its spec and example inputs."""
-    cache = {}
-
-    def get(arch):
-        if arch.name not in cache:
-            torch.manual_seed(0)
-            g = torch.Generator().manual_seed(1)
-            model = arch.build().double().eval()
-            x = double_inputs(arch.inputs(g))
-            cache[arch.name] = (model, x, ws.WeightSpaceSpec.from_module(model, x))
-        return cache[arch.name]
-
-    return get
+@pytest.fixture
+def traced(traced_arch):
+    return traced_arch
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES, ids=lambda a: a.name)
