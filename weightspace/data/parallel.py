@@ -68,6 +68,15 @@ class FitWorkers:
             flat[p], psnr[p], steps[p] = fl, ps, st
         return flat, psnr, steps
 
+    def submit(self, x: torch.Tensor, idx: torch.Tensor, kw: dict):
+        """Fit ``x`` (indices ``idx``) in one worker; a Future of ``(params, psnr, steps)``. Progress
+        arrives through :meth:`drain`."""
+        return self._pool.submit(_fit_part, x.clone(), idx.clone(), kw)
+
+    def drain(self, report) -> None:
+        """Pass every progress report received so far to ``report(ids, psnr)``."""
+        self._drain(report)
+
     def _drain(self, report) -> None:
         while True:
             try:
