@@ -74,6 +74,15 @@ class ZooRun:
                              "shards": [self.shard_name(k) for k in range(self.num_shards)]}
             write_json(self.manifest_path, self.manifest)
 
+    @classmethod
+    def existing(cls, out: str | Path, manifest: Mapping) -> "ZooRun":
+        """A run object for a folder whose manifest is already read (for loading, not generating)."""
+        run = cls.__new__(cls)
+        run.out, run.kind = Path(out), manifest["kind"]
+        run.num_items, run.shard_size = int(manifest["num_items"]), int(manifest["shard_size"])
+        run.identity, run.manifest, run.manifest_path = {}, dict(manifest), Path(out) / "manifest.json"
+        return run
+
     @property
     def num_shards(self) -> int:
         return -(-self.num_items // self.shard_size)
