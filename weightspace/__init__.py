@@ -6,6 +6,8 @@ Any PyTorch model becomes a weight-space object with its symmetries known::
     perms = weightspace.random_permutation(spec)
     permuted = weightspace.permute(model.state_dict(), spec, perms)   # same function, moved weights
 """
+from .data import (DataFormatError, INRFit, WeightDataset, collate_weights, fit_inrs, load_images, load_zoo,
+                   normalization_stats, render_inrs)
 from .io import CheckpointError, load_checkpoint, save_checkpoint
 from .space import WeightSpace
 from .spec import (Dataflow, GroupSpec, Op, ParamSpec, ParamUse, ScaleAction, ScalingSpec, Segment, Site, SiteView,
@@ -21,4 +23,6 @@ __all__ = [
     "random_permutation", "permute", "invert_permutation", "compose_permutations", "identity_permutation",
     "check_permutations", "random_scaling", "scale", "random_sign_flip", "flip_sign",
     "load_checkpoint", "save_checkpoint", "CheckpointError",
+    "fit_inrs", "INRFit", "render_inrs", "load_images", "load_zoo", "WeightDataset", "collate_weights",
+    "normalization_stats", "DataFormatError",
 ]

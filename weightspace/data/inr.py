@@ -277,10 +277,11 @@ def _fit_pool(x: torch.Tensor, idx: torch.Tensor, kw: dict, report) -> tuple[tor
     return out_param, out_psnr, out_steps
 
 
-def coordinate_grid(height: int, width: int) -> torch.Tensor:
+def coordinate_grid(height: int, width: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``[H * W, 2]`` coordinates of the pixel grid in row-major pixel order: ``(x, y)`` with ``x``
     along columns and ``y`` along rows, both ``linspace(-1, 1)``."""
-    y, x = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+    y, x = torch.meshgrid(torch.linspace(-1, 1, height, dtype=dtype), torch.linspace(-1, 1, width, dtype=dtype),
+                          indexing="ij")
     return torch.stack([x.reshape(-1), y.reshape(-1)], -1)
 
 

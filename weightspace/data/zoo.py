@@ -69,6 +69,8 @@ class ZooRun:
                 raise ShardError(f"{self.manifest_path}: this folder holds a different zoo ({key} is {_short(was)}, "
                                  f"this run has {_short(now)}); use another output folder or delete this one")
             self.manifest = old
+            for stale in (self.out / "shards").glob(".*.tmp"):   # half-written files of a killed run
+                stale.unlink()
         else:
             self.manifest = {**self.identity, **json.loads(json.dumps(extra or {})), "complete": False,
                              "shards": [self.shard_name(k) for k in range(self.num_shards)]}
