@@ -281,7 +281,7 @@ def make_model_zoo(out: str | Path, num_models: int = 200, source: str = "digits
                     bar.set_postfix_str(f"{tally[0] / (time.perf_counter() - t0):.1f} models/s, "
                                         f"mean test acc {tally[1] / tally[0]:.3f}")
             for name in ("lr", "weight_decay", "dropout", "init_std", "train_fraction"):
-                records[name] = torch.tensor([getattr(cfgs[i], name) for i in ids])
+                records[name] = torch.tensor([getattr(cfgs[i], name) for i in ids], dtype=torch.float64)
             records["steps"] = torch.tensor([cfgs[i].steps for i in ids])
             records["activation"] = torch.tensor([ACTIVATIONS.index(cfgs[i].activation) for i in ids])
             records["optimizer"] = torch.tensor([OPTIMIZERS.index(cfgs[i].optimizer) for i in ids])
