@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from weightspace.data import coordinate_grid, fit_inrs, load_images, psnr_from_mse, render_inrs
-from weightspace.data.adam import adam_step
+from weightspace.data.adam import BiasCorrections, adam_step
 from weightspace.data.inr import init_siren_rows, inr_seed
 from weightspace.data.siren_batch import SirenBatch, SirenLayout
 from weightspace.models import SIREN
@@ -68,6 +68,8 @@ def test_batched_adam_equals_torch_adam_bitwise():
     ps = [torch.nn.Parameter(p0[i].clone()) for i in range(3)]
     opts = [torch.optim.Adam([p], lr=5e-4) for p in ps]
     P, m, v = p0.clone(), torch.zeros(3, 20), torch.zeros(3, 20)
+    P2, m2, v2 = p0.clone(), torch.zeros(3, 20), torch.zeros(3, 20)
+    tables = BiasCorrections(5e-4, (0.9, 0.999), 30)
     step = torch.tensor([0, 0, 0])
     for k in range(30):
         g = torch.randn(3, 20)
@@ -80,8 +82,11 @@ def test_batched_adam_equals_torch_adam_bitwise():
         sub = P[rows], m[rows], v[rows]
         adam_step(sub[0], g[rows], sub[1], sub[2], step[rows], 5e-4)
         P[rows], m[rows], v[rows] = sub
+        sub = P2[rows], m2[rows], v2[rows]
+        adam_step(sub[0], g[rows], sub[1], sub[2], step[rows], 5e-4, tables=tables)
+        P2[rows], m2[rows], v2[rows] = sub
     for i in range(3):
-        assert torch.equal(P[i], ps[i].detach())
+        assert torch.equal(P[i], ps[i].detach()) and torch.equal(P2[i], ps[i].detach())
 
 
 def test_fitting_reaches_the_psnr_floor_on_digits_in_seconds(digits):

@@ -29,7 +29,7 @@ import torch
 
 from ..space import WeightSpace
 from ..spec import WeightSpaceSpec
-from .adam import adam_step
+from .adam import BiasCorrections, adam_step
 
 if False:  # for type checkers only
     from .parallel import FitWorkers  # noqa: F401
@@ -232,6 +232,7 @@ def _fit_pool(x: torch.Tensor, idx: torch.Tensor, kw: dict, report) -> tuple[tor
     targets = (x.reshape(N, C, H * W) - kw["output_offset"]).contiguous()
     limit = math.inf if kw["target_psnr"] is None else float(kw["target_psnr"])
     max_steps, seed, w0 = kw["steps"], kw["seed"], kw["w0"]
+    tables = BiasCorrections(kw["lr"], kw["betas"], max_steps)
 
     P = layout.numel
     param, grad = torch.zeros(cap, P), torch.zeros(cap, P)
@@ -273,7 +274,7 @@ def _fit_pool(x: torch.Tensor, idx: torch.Tensor, kw: dict, report) -> tuple[tor
         if active:
             a = slice(0, active)
             step[a] += 1
-            adam_step(param[a], grad[a], m1[a], m2[a], step[a], kw["lr"], kw["betas"], kw["eps"])
+            adam_step(param[a], grad[a], m1[a], m2[a], step[a], kw["lr"], kw["betas"], kw["eps"], tables)
     return out_param, out_psnr, out_steps
 
 
