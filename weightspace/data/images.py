@@ -22,8 +22,8 @@ def load_images(source: str = "digits", root: str | Path | None = None, split: s
     ``[N, 3, H, W]`` for CIFAR-10; ``labels`` int64 ``[N]``.
 
     * ``"digits"``: scikit-learn's bundled 8x8 digits (1,797 images, values 0..16 scaled to [0, 1]);
-      no files needed. ``split`` is ``"all"`` (default for this source's ``"train"``) since it has no
-      official split: ``"train"`` and ``"all"`` both return every image.
+      no files needed. It has no official split: every ``split`` returns all images (make splits
+      with :func:`weightspace.data.split_indices`).
     * ``"mnist"`` / ``"fashion-mnist"``: the IDX files under ``root`` with their original names
       (``train-images-idx3-ubyte[.gz]``, ``t10k-...``); split ``"train"`` (60,000), ``"test"``
       (10,000) or ``"all"`` (train then test, 70,000).

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -31,8 +31,8 @@ from ..space import WeightSpace
 from ..spec import WeightSpaceSpec
 from .adam import BiasCorrections, adam_step
 
-if False:  # for type checkers only
-    from .parallel import FitWorkers  # noqa: F401
+if TYPE_CHECKING:
+    from .parallel import FitWorkers
 from .siren_batch import SirenBatch, SirenLayout
 
 FIRST_LAYER_INITS = ("siren", "hidden")

@@ -28,7 +28,16 @@ def write_shard(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata:
     if len(n) != 1:
         raise ValueError(f"shard tensors disagree on the number of networks: {sorted(n)}")
     meta = {META_KEY: json.dumps({k: str(v) for k, v in (metadata or {}).items()}, sort_keys=True)}
-    return save_checkpoint({k: v.contiguous() for k, v in tensors.items()}, path, metadata=meta)
+    path = save_checkpoint({k: v.contiguous() for k, v in tensors.items()}, path, metadata=meta)
+    _default_mode(path)
+    return path
+
+
+def _default_mode(path: Path) -> None:
+    """Give a file written through a temp file (mode 0600) the usual ``0666 & ~umask`` permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def read_shard(path: str | Path, expect: int | None = None, keys: tuple[str, ...] = ()) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -70,6 +79,7 @@ def write_json(path: str | Path, obj) -> Path:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1)
         os.replace(tmp, path)
+        _default_mode(path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
