@@ -6,6 +6,8 @@ Any PyTorch model becomes a weight-space object with its symmetries known::
     perms = weightspace.random_permutation(spec)
     permuted = weightspace.permute(model.state_dict(), spec, perms)   # same function, moved weights
 """
+from .data import (DataFormatError, INRFit, WeightDataset, collate_weights, fit_inrs, load_images, load_zoo,
+                   normalization_stats, render_inrs)
 from .graph import from_graph, node_permutation, plot_graph, probe_features, to_graph
 from .io import CheckpointError, load_checkpoint, save_checkpoint
 from .space import WeightSpace
@@ -23,4 +25,6 @@ __all__ = [
     "check_permutations", "random_scaling", "scale", "random_sign_flip", "flip_sign",
     "load_checkpoint", "save_checkpoint", "CheckpointError",
     "to_graph", "from_graph", "node_permutation", "plot_graph", "probe_features",
+    "fit_inrs", "INRFit", "render_inrs", "load_images", "load_zoo", "WeightDataset", "collate_weights",
+    "normalization_stats", "DataFormatError",
 ]

@@ -5,7 +5,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["demo", "spec"]
+COMMANDS = ["demo", "spec", "fit-inrs", "make-zoo"]
 
 
 def load_factory(text: str):

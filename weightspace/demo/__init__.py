@@ -9,7 +9,7 @@ import importlib
 import time
 from pathlib import Path
 
-STEPS = ["symmetry", "graph"]
+STEPS = ["symmetry", "graph", "inr"]
 
 
 def run(out_dir: str | Path = "out/demo", steps: list[str] | None = None) -> None:

@@ -1,0 +1,47 @@
+"""Model zoos: per-model hyperparameters, records that match the weights, resumable shards."""
+from __future__ import annotations
+
+import torch
+
+from weightspace.cli import main as cli
+from weightspace.data import load_zoo, make_model_zoo
+from weightspace.data.model_zoo import build_model, load_training_data, sample_config
+
+KW = dict(num_models=5, steps=(15, 30), shard_size=2, progress=False, seed=1, threads=1)
+
+
+def test_resumed_model_zoo_equals_uninterrupted(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    m = make_model_zoo(full, **KW)
+    assert m["complete"] and len(m["test_accuracy"]) == 5
+    assert not make_model_zoo(part, max_shards=1, **KW)["complete"]
+    make_model_zoo(part, **KW)
+    for p in sorted((full / "shards").iterdir()):
+        assert p.read_bytes() == (part / "shards" / p.name).read_bytes()
+
+
+def test_records_match_the_weights_and_configs(tmp_path):
+    out = tmp_path / "zoo"
+    make_model_zoo(out, arch="mlp", width=16, **{**KW, "steps": (60, 120)})
+    zoo = load_zoo(out)
+    data = load_training_data("digits", seed=1)
+    for i in range(5):
+        cfg = sample_config(1, i, "mlp", (16,), (60, 120))
+        assert zoo.records["steps"][i] == cfg.steps and abs(zoo.records["lr"][i].item() - cfg.lr) < 1e-9
+        model = build_model(cfg, (1, 8, 8)).eval()
+        model.load_state_dict(zoo.weights.state_dict(i))
+        with torch.no_grad():
+            acc = (model(data["x_test"]).argmax(-1) == data["y_test"]).float().mean()
+        assert abs(acc.item() - zoo.records["test_accuracy"][i].item()) < 1e-6
+    assert zoo.records["test_accuracy"].max() > 0.5                    # some models learned (chance: 0.1)
+    assert zoo.records["test_accuracy"].min() < zoo.records["test_accuracy"].max() - 0.1   # and they differ
+    ds = zoo.dataset()                                                    # targets: test accuracy
+    assert torch.equal(ds[0][1], zoo.records["test_accuracy"][0])
+
+
+def test_cli_make_zoo(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert cli(["make-zoo", "--out", str(out), "--num-models", "3", "--steps", "10", "--shard-size", "3",
+                "--no-progress"]) == 0
+    assert "3 models" in capsys.readouterr().out
+    assert load_zoo(out).weights.batch_size == 3

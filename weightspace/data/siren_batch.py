@@ -1,0 +1,207 @@
+"""Forward and backward passes of many SIRENs on one image grid, with hand-written gradients.
+
+This is the inner loop of :func:`weightspace.data.fit_inrs`. Every tensor carries the INRs along its
+first axis and is laid out features-first (``[n, features, pixels]``), so each layer is one
+``torch.bmm`` over the whole batch. Three things keep it fast on a CPU, where the sine and cosine
+evaluations cost about as much as the matrix products:
+
+* **The first layer is separable.** Its pre-activation on pixel ``(r, c)`` is ``A[r] + B[c]`` with
+  ``A = w0 * (W[:, 1] * y_r + b)`` and ``B = w0 * W[:, 0] * x_c``, so
+  ``sin(A + B) = sin A cos B + cos A sin B`` is a rank-2 product of ``H + W`` sines and cosines rather
+  than ``H * W`` of them; it is computed as one batched ``[H, 2] @ [2, W]`` product. Its gradient
+  needs ``cos(A + B)``, which is never materialized: the sums over columns are taken against
+  ``cos B`` and ``sin B`` and combined with ``cos A`` and ``sin A`` afterwards.
+* **Biases ride in the matrix products.** Every hidden activation buffer carries a constant row of
+  ones, so a layer's weight and bias are one ``[out, in + 1]`` matrix and its bias gradient comes out
+  of the weight-gradient product for free.
+* **No needless intermediates.** Buffers are allocated once per capacity and reused (fresh large
+  allocations page-fault on every step); ``cos(z)`` overwrites ``z``; the output gradient of a
+  one-channel INR is rank one, so it is folded into small per-neuron scale vectors instead of being
+  broadcast into a ``[n, hidden, pixels]`` tensor.
+
+FLOP accounting (``flops_per_step``) counts the dense-equivalent matrix work of a plain
+forward + backward pass (the convention for "model FLOPs"), not the fewer FLOPs done here.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+@dataclass(frozen=True)
+class SirenLayout:
+    """Where each SIREN parameter lives in a flat ``[n, numel]`` row.
+
+    Layer 0 is stored as ``weight [h1, 2]`` then ``bias [h1]``; every later layer as one augmented
+    matrix ``[out, in + 1]`` whose last column is the bias.
+    """
+
+    hidden: tuple[int, ...]
+    out_features: int
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return (2, *self.hidden, self.out_features)
+
+    @property
+    def segments(self) -> list[tuple[int, int, tuple[int, ...]]]:
+        """``(offset, numel, shape)`` per stored block: first-layer weight, first-layer bias, then one
+        augmented matrix per later layer."""
+        w = self.widths
+        out, off = [], 0
+        for shape in [(w[1], 2), (w[1],)] + [(w[i + 1], w[i] + 1) for i in range(1, len(w) - 1)]:
+            n = math.prod(shape)
+            out.append((off, n, shape))
+            off += n
+        return out
+
+    @property
+    def numel(self) -> int:
+        off, n, _ = self.segments[-1]
+        return off + n
+
+    def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """``flat [n, numel]`` -> views ``[n, *shape]`` per block (they share memory with ``flat``)."""
+        return [flat[:, off:off + n].view(flat.shape[0], *shape) for off, n, shape in self.segments]
+
+    def state_tensors(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``flat [n, numel]`` -> SIREN state-dict tensors ``layers.{i}.weight [n, out, in]`` and
+        ``layers.{i}.bias [n, out]`` (copies)."""
+        v = self.views(flat)
+        sd = {"layers.0.weight": v[0].clone(), "layers.0.bias": v[1].clone()}
+        for i, aug in enumerate(v[2:], 1):
+            sd[f"layers.{i}.weight"] = aug[:, :, :-1].clone()
+            sd[f"layers.{i}.bias"] = aug[:, :, -1].clone()
+        return sd
+
+    def from_state_tensors(self, sd: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Inverse of :meth:`state_tensors`: ``[n, numel]``."""
+        n = sd["layers.0.weight"].shape[0]
+        parts = [sd["layers.0.weight"].reshape(n, -1), sd["layers.0.bias"].reshape(n, -1)]
+        for i in range(1, len(self.widths) - 1):
+            parts.append(torch.cat([sd[f"layers.{i}.weight"], sd[f"layers.{i}.bias"].unsqueeze(-1)], -1).reshape(n, -1))
+        return torch.cat(parts, 1)
+
+    def flops_per_step(self, pixels: int) -> int:
+        """Dense-equivalent FLOPs of one forward + backward pass of one INR over ``pixels`` points:
+        ``2 * pixels * in * out`` per layer forward, twice that backward (weight and input gradients),
+        except the input gradient of the first layer."""
+        w = self.widths
+        fwd = sum(w[i] * w[i + 1] for i in range(len(w) - 1))
+        return 2 * pixels * (3 * fwd - w[0] * w[1])
+
+
+class SirenBatch:
+    """Loss and gradients of up to ``capacity`` SIRENs, each fit to its own image on one grid.
+
+    ``grid``: image height ``H`` and width ``W``; coordinates are ``x = linspace(-1, 1, W)`` along
+    columns (input 0) and ``y = linspace(-1, 1, H)`` along rows (input 1), as in DWSNets. The model is
+    ``sin(w0 * (W1 p + b1)) -> sin(w0 * (W_k h + b_k)) ... -> W_L h + b_L + output_offset``, the
+    :class:`weightspace.models.SIREN` forward.
+    """
+
+    def __init__(self, layout: SirenLayout, grid: tuple[int, int], capacity: int, w0: float,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        self.layout, self.w0 = layout, float(w0)
+        self.H, self.W = grid
+        self.P = self.H * self.W
+        self.capacity = capacity
+        kw = dict(dtype=dtype, device=device)
+        self.x = torch.linspace(-1, 1, self.W, **kw)
+        self.y = torch.linspace(-1, 1, self.H, **kw)
+        hs, C, P, cap = layout.hidden, layout.out_features, self.P, capacity
+        h1 = hs[0]
+        # first layer: h1 = L @ R per (INR, neuron); the extra neuron h1 is the constant-one row
+        self.Lf = torch.zeros(cap, h1 + 1, self.H, 2, **kw)
+        self.Rf = torch.zeros(cap, h1 + 1, 2, self.W, **kw)
+        self.Lf[:, h1, :, 0] = 1
+        self.Rf[:, h1, 0, :] = 1
+        # hidden activations with a trailing ones row; pre-activations (then their cosines)
+        self.h = [torch.empty(cap, w + 1, P, **kw) for w in hs]
+        for h in self.h:
+            h[:, -1].fill_(1)
+        self.z = [None] + [torch.empty(cap, w, P, **kw) for w in hs[1:]]
+        self.y_out = torch.empty(cap, C, P, **kw)
+        self.gh = [torch.empty(cap, w, P, **kw) for w in hs[:-1]]
+        self.Q = torch.empty(cap, h1, 4, self.W, **kw)
+        self.M = torch.empty(cap * h1, 4, self.H, **kw)
+        # weight gradients are computed into contiguous buffers (bmm into strided views is slow)
+        self.gm = [torch.empty(cap, a, b + 1, **kw) for a, b in zip(layout.widths[2:], layout.widths[1:-1])]
+
+    # ------------------------------------------------------------------------------------------
+    def loss_and_grad(self, flat: torch.Tensor, target: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+        """Per-INR MSE ``[n]`` of ``flat [n, numel]`` against ``target [n, C, P]`` (which already has the
+        output offset subtracted); if ``grad [n, numel]`` is given, fills it with d(MSE)/d(flat)."""
+        n = flat.shape[0]
+        lay, w0, H, W, P = self.layout, self.w0, self.H, self.W, self.P
+        hs, C = lay.hidden, lay.out_features
+        h1 = hs[0]
+        views = lay.views(flat)
+        W1, b1, mats = views[0], views[1], views[2:]
+        # ---- first layer, separable: A [n, h1, H] (rows, with the bias), B [n, h1, W] (columns)
+        A = torch.addcmul(b1.unsqueeze(-1), W1[:, :, 1:2], self.y).mul_(w0)
+        B = (W1[:, :, 0:1] * self.x).mul_(w0)
+        sA, cA, sB, cB = A.sin(), A.cos(), B.sin(), B.cos()
+        Lf, Rf = self.Lf[:n], self.Rf[:n]
+        Lf[:, :h1, :, 0] = sA
+        Lf[:, :h1, :, 1] = cA
+        Rf[:, :h1, 0, :] = cB
+        Rf[:, :h1, 1, :] = sB
+        hbuf = [h[:n] for h in self.h]
+        torch.bmm(Lf.view(-1, H, 2), Rf.view(-1, 2, W), out=hbuf[0].view(-1, H, W))
+        # ---- hidden layers k >= 2: z = w0 * [W | b] @ [h; 1]; h = sin z; keep cos z in z's buffer
+        zs = [None]
+        for k in range(1, len(hs)):
+            z = self.z[k][:n]
+            torch.bmm(mats[k - 1], hbuf[k - 1], out=z)
+            z.mul_(w0)
+            torch.sin(z, out=hbuf[k][:, :-1])
+            zs.append(z)
+        y = self.y_out[:n]
+        torch.bmm(mats[-1], hbuf[-1], out=y)
+        err = y.sub_(target)                                             # [n, C, P]
+        mse = err.square().sum((1, 2)).div_(C * P)
+        if grad is None:
+            return mse
+        alpha = 2.0 / (C * P)                                            # d(mse)/d(y) = alpha * err
+        gviews = lay.views(grad)
+        gW1, gb1, gmats = gviews[0], gviews[1], gviews[2:]
+        # ---- output layer: d(mse)/d(y) = alpha * err
+        gmats[-1].copy_(torch.bmm(err, hbuf[-1].transpose(1, 2), out=self.gm[-1][:n]).mul_(alpha))
+        Wout = mats[-1][:, :, :-1]                                       # [n, C, hL]
+        # the gradient reaching h_L is diag(s) @ err (rank one, one channel) or an explicit G
+        if C == 1:
+            s, G = Wout[:, 0, :] * alpha, None                           # s [n, hL]
+        else:
+            s, G = None, torch.bmm(Wout.transpose(1, 2), err).mul_(alpha)  # G [n, hL, P]
+        for i in range(len(hs) - 1, 0, -1):
+            # hidden layer i: z_i = w0 * [W_i | b_i] @ [h_{i-1}; 1], h_i = sin z_i
+            u = torch.cos(zs[i], out=zs[i]).mul_(err if G is None else G)  # dL/dz_i = diag(s) u
+            Wi = mats[i - 1][:, :, :-1]                                  # [n, h_i, h_{i-1}]
+            gm = torch.bmm(u, hbuf[i - 1].transpose(1, 2), out=self.gm[i - 1][:n])
+            scale = w0 if s is None else s.unsqueeze(-1) * w0
+            torch.mul(gm, scale, out=gmats[i - 1])
+            Wi = Wi * scale
+            G = torch.bmm(Wi.transpose(1, 2), u, out=self.gh[i - 1][:n])  # dL/dh_{i-1}
+            s = None
+        # ---- first layer: G = dL/dh_1 [n, h1, P]
+        if G is None:
+            G = err * s.unsqueeze(-1)
+        # sums over columns against cos B and sin B (times x_c or 1): M [n, h1, 4, H]
+        Q = self.Q[:n]                                                   # [n, h1, 4, W]
+        torch.mul(cB, self.x, out=Q[:, :, 0])
+        Q[:, :, 1] = cB
+        torch.mul(sB, self.x, out=Q[:, :, 2])
+        Q[:, :, 3] = sB
+        M = self.M[:n * h1]
+        torch.bmm(Q.view(n * h1, 4, W), G.reshape(n * h1, H, W).transpose(1, 2), out=M)
+        M = M.view(n, h1, 4, H)
+        Sx = cA * M[:, :, 0] - sA * M[:, :, 2]                           # [n, h1, H]: sum_c g_z1 * x_c
+        S1 = cA * M[:, :, 1] - sA * M[:, :, 3]                           #             sum_c g_z1
+        gW1[:, :, 0] = Sx.sum(-1).mul_(w0)
+        gW1[:, :, 1] = (S1 @ self.y).mul_(w0)
+        torch.sum(S1, -1, out=gb1).mul_(w0)
+        return mse

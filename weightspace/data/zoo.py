@@ -1,0 +1,275 @@
+"""Sharded, resumable zoo generation: a manifest (JSON) plus one safetensors file per shard.
+
+On-disk layout of a zoo folder::
+
+    manifest.json            format, kind, source, recipe, seed, splits, spec, shard list, and, once
+                             complete, per-network metrics (an INR zoo: PSNR and steps)
+    shards/<kind>-00000.safetensors
+    shards/<kind>-00001.safetensors ...
+
+Shard ``k`` holds networks ``[k * shard_size, (k + 1) * shard_size)``: their state-dict tensors
+stacked along a first axis (``layers.0.weight [n, 32, 2]``, ...) and per-network records (``index``,
+``label``, ``psnr``, ...). A shard is a pure function of the recipe, the seed and its indices, and is
+written atomically (temp file, then rename). A run that is killed leaves only whole shards; running
+the same command again checks that the manifest describes the same zoo and fits only the missing
+shards, ending with exactly the files an uninterrupted run writes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from .shards import ShardError, read_json, read_shard, write_json, write_shard
+
+FORMAT = "weightspace-zoo"
+VERSION = 1
+
+
+def fingerprint(*tensors: torch.Tensor) -> str:
+    """sha256 of tensors' bytes (to recognize the data a zoo was made from)."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().contiguous().cpu()
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _json_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+class ZooRun:
+    """The manifest and shards of one zoo folder; knows which shards are missing.
+
+    ``identity``: everything that determines the shards' contents (kind, source fingerprint, recipe,
+    seed, sizes, splits). Opening a folder whose manifest has a different identity is an error that
+    names the first differing field, so a resumed run cannot mix two zoos.
+    """
+
+    def __init__(self, out: str | Path, kind: str, identity: Mapping, num_items: int, shard_size: int,
+                 extra: Mapping | None = None):
+        if shard_size < 1:
+            raise ValueError("shard_size must be positive")
+        self.out = Path(out)
+        self.kind, self.num_items, self.shard_size = kind, int(num_items), int(shard_size)
+        self.identity = {"format": FORMAT, "version": VERSION, "kind": kind, "num_items": self.num_items,
+                         "shard_size": self.shard_size, **json.loads(json.dumps(identity))}
+        self.manifest_path = self.out / "manifest.json"
+        if self.manifest_path.exists():
+            old = read_json(self.manifest_path)
+            diff = _first_difference(old, self.identity)
+            if diff is not None:
+                key, was, now = diff
+                raise ShardError(f"{self.manifest_path}: this folder holds a different zoo ({key} is {_short(was)}, "
+                                 f"this run has {_short(now)}); use another output folder or delete this one")
+            self.manifest = old
+            for stale in (self.out / "shards").glob(".*.tmp"):   # half-written files of a killed run
+                stale.unlink()
+        else:
+            self.manifest = {**self.identity, **json.loads(json.dumps(extra or {})), "complete": False,
+                             "shards": [self.shard_name(k) for k in range(self.num_shards)]}
+            write_json(self.manifest_path, self.manifest)
+
+    @classmethod
+    def existing(cls, out: str | Path, manifest: Mapping) -> "ZooRun":
+        """A run object for a folder whose manifest is already read (for loading, not generating)."""
+        run = cls.__new__(cls)
+        run.out, run.kind = Path(out), manifest["kind"]
+        run.num_items, run.shard_size = int(manifest["num_items"]), int(manifest["shard_size"])
+        run.identity, run.manifest, run.manifest_path = {}, dict(manifest), Path(out) / "manifest.json"
+        return run
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_items // self.shard_size)
+
+    def shard_name(self, k: int) -> str:
+        return f"shards/{self.kind}-{k:05d}.safetensors"
+
+    def shard_path(self, k: int) -> Path:
+        return self.out / self.shard_name(k)
+
+    def shard_range(self, k: int) -> tuple[int, int]:
+        return k * self.shard_size, min(self.num_items, (k + 1) * self.shard_size)
+
+    def pending(self) -> list[int]:
+        """Shards not yet on disk (in order). Existing shards are opened and checked: a corrupt one is
+        an error naming it (a killed run never leaves one, so it is real damage)."""
+        todo = []
+        for k in range(self.num_shards):
+            p = self.shard_path(k)
+            if not p.exists():
+                todo.append(k)
+                continue
+            start, stop = self.shard_range(k)
+            tensors, _ = read_shard(p, expect=stop - start, keys=("index",))
+            if not torch.equal(tensors["index"], torch.arange(start, stop)):
+                raise ShardError(f"{p}: holds indices {tensors['index'][:3].tolist()}..., expected {start}..{stop - 1}")
+        return todo
+
+    def write(self, k: int, tensors: Mapping[str, torch.Tensor]) -> Path:
+        start, stop = self.shard_range(k)
+        return write_shard(self.shard_path(k), tensors, {"kind": self.kind, "shard": k, "start": start, "stop": stop})
+
+    def load_all(self, keys: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+        """Every shard concatenated: ``{name: [num_items, ...]}``."""
+        parts = []
+        for k in range(self.num_shards):
+            start, stop = self.shard_range(k)
+            parts.append(read_shard(self.shard_path(k), expect=stop - start, keys=tuple(keys))[0])
+        return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+
+    def finish(self, summary: Mapping) -> dict:
+        self.manifest.update(json.loads(json.dumps(summary)))
+        self.manifest["complete"] = True
+        write_json(self.manifest_path, self.manifest)
+        return self.manifest
+
+
+def _first_difference(old: Mapping, new: Mapping, prefix: str = ""):
+    for key, value in new.items():
+        was = old.get(key)
+        if isinstance(value, dict) and isinstance(was, dict):
+            d = _first_difference(was, value, f"{prefix}{key}.")
+            if d is not None:
+                return d
+        elif was != value:
+            return f"{prefix}{key}", was, value
+    return None
+
+
+def _short(v) -> str:
+    text = json.dumps(v, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_splits(splits: Mapping[str, Sequence[int]], n: int) -> dict[str, list[int]]:
+    """Splits as sorted-as-given int lists; every index in ``[0, n)`` and no index in two splits."""
+    out, seen = {}, set()
+    for name, ids in splits.items():
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"split {name!r} has indices outside [0, {n}): {bad[:5]}")
+        both = seen.intersection(ids)
+        if both:
+            raise ValueError(f"split {name!r} shares indices with another split: {sorted(both)[:5]}")
+        seen.update(ids)
+        out[name] = ids
+    return out
+
+
+def generate_inr_zoo(out: str | Path, images: torch.Tensor, labels: torch.Tensor, *,
+                     splits: Mapping[str, Sequence[int]] | None = None, source: Mapping | None = None,
+                     shard_size: int = 1000, workers: int = 1, threads: int = 1, progress: bool = True,
+                     max_shards: int | None = None, on_shard: Callable[[int, Path], None] | None = None,
+                     **fit_kwargs) -> dict:
+    """Fit one INR per image into a sharded zoo under ``out``; resumes a killed run.
+
+    ``images [N, (C,) H, W]`` in [0, 1], ``labels [N]``; ``splits``: ``{name: [indices]}`` recorded in
+    the manifest (default: everything in ``"train"``); ``source``: a description of the images
+    (recorded; e.g. ``{"name": "mnist", "split": "all"}``); ``fit_kwargs``: :func:`fit_inrs`
+    arguments (``steps``, ``hidden``, ``w0``, ``lr``, ``seed``, ``target_psnr``, ``output_offset``,
+    ``first_layer_init``, ``batch_size``). ``workers`` processes fit whole shards in parallel, each
+    with ``threads`` threads. ``max_shards``: write at most this many shards in this run, then return
+    (an incomplete manifest; run again to continue). ``on_shard(k, path)`` is called after each shard
+    is written. Returns the manifest (a dict).
+    """
+    from .inr import _as_images, _fit_pool, _with_threads, default_batch_size, siren_spec
+
+    x = _as_images(images)
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    N, C, H, W = x.shape
+    if labels.shape != (N,):
+        raise ValueError(f"{len(labels)} labels for {N} images")
+    kw = dict(steps=1000, hidden=(32, 32), w0=30.0, lr=5e-4, seed=0, target_psnr=40.0, output_offset=0.5,
+              first_layer_init="siren", batch_size=None, betas=(0.9, 0.999), eps=1e-8)
+    unknown = set(fit_kwargs) - set(kw)
+    if unknown:
+        raise TypeError(f"unknown fit arguments {sorted(unknown)}")
+    kw.update(fit_kwargs)
+    kw["hidden"] = tuple(int(h) for h in kw["hidden"])
+    kw["betas"] = tuple(float(b) for b in kw["betas"])
+    if kw["batch_size"] is None:
+        kw["batch_size"] = default_batch_size(H * W * C)
+    splits = check_splits(splits if splits is not None else {"train": range(N)}, N)
+    recipe = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items() if k != "batch_size"}
+    recipe.update(model="SIREN", in_features=2, out_features=C, grid=[H, W],
+                  coordinates="x=linspace(-1,1,W) along columns (input 0), y=linspace(-1,1,H) along rows (input 1)")
+    identity = {"source": {**(source or {}), "num_images": N, "image_shape": [C, H, W],
+                           "sha256": fingerprint(x, labels)},
+                "recipe": recipe, "seed": int(kw["seed"]), "splits_sha256": _json_hash(splits)}
+    run = ZooRun(out, "inr", identity, N, shard_size,
+                 extra={"splits": splits, "spec": siren_spec(kw["hidden"], C).to_dict(),
+                        "keys": {"weights": [f"layers.{i}.{t}" for i in range(len(kw["hidden"]) + 1)
+                                             for t in ("weight", "bias")],
+                                 "records": ["index", "label", "psnr", "steps"]}})
+    todo = run.pending()
+    if max_shards is not None:
+        todo = todo[:max(0, int(max_shards))]
+    done_before = N - sum(run.shard_range(k)[1] - run.shard_range(k)[0] for k in run.pending())
+    bar = None
+    t0 = time.perf_counter()
+    tally = [0, 0.0]
+    if progress and todo:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=N, initial=done_before, desc=f"INR zoo {run.out.name}", unit="INR", dynamic_ncols=True)
+
+    def report(ids, psnr):
+        tally[0] += len(ids)
+        tally[1] += float(psnr.sum())
+        if bar is not None:
+            bar.update(len(ids))
+            bar.set_postfix_str(f"{tally[0] / (time.perf_counter() - t0):.1f} INR/s, mean PSNR {tally[1] / tally[0]:.1f} dB")
+
+    def save(k: int, result) -> None:
+        from .siren_batch import SirenLayout
+        flat, psnr, steps = result
+        start, stop = run.shard_range(k)
+        tensors = SirenLayout(kw["hidden"], C).state_tensors(flat)
+        tensors.update(index=torch.arange(start, stop), label=labels[start:stop].clone(), psnr=psnr, steps=steps)
+        path = run.write(k, tensors)
+        if on_shard is not None:
+            on_shard(k, path)
+
+    try:
+        if workers <= 1:
+            for k in todo:
+                start, stop = run.shard_range(k)
+                save(k, _with_threads(threads, _fit_pool, x[start:stop], torch.arange(start, stop), kw, report))
+        else:
+            from concurrent.futures import FIRST_COMPLETED, wait
+
+            from .parallel import FitWorkers
+            with FitWorkers(workers, threads) as pool:
+                queue = list(todo)
+                inflight = {}
+                while queue or inflight:
+                    while queue and len(inflight) < workers:
+                        k = queue.pop(0)
+                        start, stop = run.shard_range(k)
+                        inflight[pool.submit(x[start:stop], torch.arange(start, stop), kw)] = k
+                    done, _ = wait(list(inflight), timeout=0.2, return_when=FIRST_COMPLETED)
+                    pool.drain(report)
+                    for f in done:
+                        save(inflight.pop(f), f.result())
+    finally:
+        if bar is not None:
+            bar.close()
+    if run.pending():
+        return run.manifest
+    records = run.load_all(keys=("psnr", "steps", "label"))
+    psnr = records["psnr"]
+    summary = {"psnr": [round(float(p), 4) for p in psnr], "steps": records["steps"].tolist(),
+               "summary": {"mean_psnr": float(psnr.mean()), "min_psnr": float(psnr.min()),
+                           "median_psnr": float(psnr.median()),
+                           "fraction_at_target": None if kw["target_psnr"] is None else
+                           float((psnr >= kw["target_psnr"]).float().mean()),
+                           "mean_steps": float(records["steps"].float().mean())}}
+    return run.finish(summary)
