@@ -6,6 +6,10 @@ Any PyTorch model becomes a weight-space object with its symmetries known::
     perms = weightspace.random_permutation(spec)
     permuted = weightspace.permute(model.state_dict(), spec, perms)   # same function, moved weights
 """
+from .align import (activation_matching, merge_many, repair, reset_bn_statistics, sinkhorn_matching, ste_matching,
+                    weight_matching)
+from .merge import (BarrierCurve, barrier_curve, dare, interpolate, plot_barrier, task_arithmetic, ties_merging,
+                    weighted_average)
 from .data import (DataFormatError, INRFit, WeightDataset, collate_weights, fit_inrs, load_images, load_zoo,
                    normalization_stats, render_inrs)
 from .graph import from_graph, node_permutation, plot_graph, probe_features, to_graph
@@ -27,4 +31,8 @@ __all__ = [
     "to_graph", "from_graph", "node_permutation", "plot_graph", "probe_features",
     "fit_inrs", "INRFit", "render_inrs", "load_images", "load_zoo", "WeightDataset", "collate_weights",
     "normalization_stats", "DataFormatError",
+    # alignment and merging (weightspace.align, weightspace.merge)
+    "weight_matching", "activation_matching", "ste_matching", "sinkhorn_matching", "merge_many", "repair",
+    "reset_bn_statistics", "interpolate", "barrier_curve", "BarrierCurve", "plot_barrier", "weighted_average",
+    "task_arithmetic", "ties_merging", "dare",
 ]

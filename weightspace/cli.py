@@ -5,7 +5,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["demo", "spec", "fit-inrs", "make-zoo"]
+COMMANDS = ["demo", "spec", "fit-inrs", "make-zoo", "merge"]
 
 
 def load_factory(text: str):

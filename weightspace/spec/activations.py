@@ -10,13 +10,15 @@ from .spec import WeightSpaceSpec
 
 
 def site_activations(module: torch.nn.Module, inputs: Any, spec: WeightSpaceSpec | None = None,
-                     flatten: bool = True) -> dict[int, torch.Tensor]:
+                     flatten: bool = True, pre_activation: bool = False) -> dict[int, torch.Tensor]:
     """``{site id: values}`` for every site of ``module``'s dataflow on ``inputs``.
 
     Each site's values are taken after the last elementwise op applied to it (activation, pooling),
     with the neuron axis last: ``[N, size]`` where N runs over samples and positions (pixels, tokens)
     when ``flatten``, else the tensor's own leading dims. Site ids match ``spec.dataflow.sites`` of a
     spec traced from the same module (pass ``spec`` to have that checked). Runs in eval mode, no grad.
+    With ``pre_activation``, each site's values are taken as the op that writes the site produced them,
+    before any elementwise op (the pre-activations REPAIR corrects).
     """
     from .trace import _as_inputs
     from .trace.interpret import interpret
@@ -35,6 +37,8 @@ def site_activations(module: torch.nn.Module, inputs: Any, spec: WeightSpaceSpec
             return
         dims = [i for i, d in enumerate(t.dims) if isinstance(d, Feat) and d.space is h.space]
         if len(dims) != 1 or not t.dims[dims[0]].plain or t.dims[dims[0]].length != h.space.size:
+            return
+        if pre_activation and h.space.site_id in recorded:
             return
         v = t.value.detach().movedim(dims[0], -1)
         recorded[h.space.site_id] = v.reshape(-1, v.shape[-1]) if flatten else v

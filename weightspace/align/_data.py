@@ -1,0 +1,56 @@
+"""Data arguments: a tensor of inputs, an ``(inputs, targets)`` pair, or an iterable of batches."""
+from __future__ import annotations
+
+import copy
+from typing import Any, Iterator, Mapping
+
+import torch
+
+from ..spec.errors import SpecError
+
+
+def iter_batches(data: Any, batch_size: int | None = None) -> Iterator[tuple[tuple, torch.Tensor | None]]:
+    """Yield ``(inputs, targets)`` with ``inputs`` a tuple of positional model inputs and ``targets``
+    a tensor or None.
+
+    ``data`` may be a tensor ``[N, ...]`` (inputs only), a pair ``(x, y)`` of tensors (or
+    ``((x1, x2), y)`` for several inputs), or an iterable of such batches (a DataLoader).
+    Tensors are cut into chunks of ``batch_size`` (all at once when None).
+    """
+    if torch.is_tensor(data) or (isinstance(data, (tuple, list)) and len(data) == 2
+                                 and (torch.is_tensor(data[0]) or isinstance(data[0], (tuple, list)))
+                                 and (data[1] is None or torch.is_tensor(data[1]))):
+        x, y = (data, None) if torch.is_tensor(data) else data
+        xs = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+        n = xs[0].shape[0]
+        step = batch_size or n
+        for s in range(0, n, step):
+            yield tuple(t[s:s + step] for t in xs), (None if y is None else y[s:s + step])
+        return
+    if isinstance(data, Mapping) or not hasattr(data, "__iter__"):
+        raise SpecError(f"data must be a tensor of inputs, an (inputs, targets) pair or an iterable of "
+                        f"batches, got {type(data).__name__}")
+    for batch in data:
+        yield from iter_batches(batch, None)
+
+
+def as_module(model: Any, template: torch.nn.Module | None, what: str) -> torch.nn.Module:
+    """A module holding ``model``'s weights: ``model`` itself when it is a module, else a copy of
+    ``template`` with the state dict loaded (strictly: a mismatch names the parameter)."""
+    if isinstance(model, torch.nn.Module):
+        return model
+    if template is None:
+        raise SpecError(f"{what} is a state dict; pass model=<a module of the same architecture> as well")
+    m = copy.deepcopy(template)
+    state = model.state_dict(0) if hasattr(model, "state_dict") and not isinstance(model, Mapping) else model
+    try:
+        m.load_state_dict(state)
+    except RuntimeError as e:
+        raise SpecError(f"{what} does not fit the model: {e}") from None
+    return m
+
+
+def functional_forward(module: torch.nn.Module, state: Mapping[str, torch.Tensor], inputs: tuple) -> torch.Tensor:
+    """``module(*inputs)`` computed with the weights in ``state`` (the module itself is untouched)."""
+    out = torch.func.functional_call(module, dict(state), inputs, strict=False)
+    return out[0] if isinstance(out, (tuple, list)) else out

@@ -1,0 +1,213 @@
+"""weightspace merge: align and merge checkpoints of one architecture.
+
+  weightspace merge A.safetensors B.safetensors --model MODULE:FACTORY --method weight-matching \\
+      --out merged.safetensors --plot barrier.png [--data digits]
+
+Checkpoints are loaded as data only (safetensors, or torch files with weights_only=True). The model
+factory builds the architecture (MODULE:FACTORY, called with --model-kwargs); it is traced once to
+get the weight-space spec that every method reads. With --data holding targets, the loss and
+accuracy along the linear path are printed before and after alignment (the barrier table) and
+--plot draws them.
+
+Methods for two networks (B is aligned to A, then (1 - alpha) A + alpha B is written):
+  naive               no alignment: plain interpolation
+  weight-matching     Git Re-Basin weight matching: coordinate descent over the permutation groups
+                      with exact linear assignment (heads included); data-free, fast
+  activation-matching match neurons by the correlation of their activations on --data
+  ste                 Git Re-Basin straight-through estimator: learn the permutation through the
+                      task loss of the midpoint (--data with targets; --steps)
+  sinkhorn            Sinkhorn Re-Basin: soft permutations trained on the L2 distance, rounded
+                      (data-free; --steps)
+Methods for two or more networks:
+  merge-many          MergeMany: align every network to the mean of the others until stable,
+                      write the average
+  average             weighted average without alignment (--weights)
+Methods for fine-tunes of one base (--base BASE; the positional checkpoints are the fine-tunes):
+  task-arithmetic     base + scale * sum of task vectors (--scale, --weights)
+  ties                TIES: trim to --density, elect signs, disjoint mean
+  dare                DARE: drop task-vector entries with --drop-rate and rescale; --combine sum|ties
+
+After an alignment method, --reset-bn recomputes BatchNorm statistics from --data and --repair applies
+REPAIR (the merged network's neurons get the endpoints' mean and standard deviation).
+
+--data: 'digits' (scikit-learn digits, [N, 64]), 'digits-images' ([N, 1, 8, 8]), or a .safetensors /
+.pt file with tensors 'x' (inputs) and optionally 'y' (targets).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+HELP = "align and merge checkpoints (Git Re-Basin, REPAIR, TIES, DARE, ...) and print the barrier"
+
+ALIGN = ["naive", "weight-matching", "activation-matching", "ste", "sinkhorn"]
+MANY = ["merge-many", "average"]
+TASK = ["task-arithmetic", "ties", "dare"]
+
+
+def add_arguments(p):
+    p.add_argument("checkpoints", nargs="+", help="checkpoints to merge (.safetensors or torch files)")
+    p.add_argument("--model", required=True, help="MODULE:FACTORY building the architecture")
+    p.add_argument("--model-kwargs", default="{}", help="JSON keyword arguments for the factory")
+    p.add_argument("--method", default="weight-matching", choices=ALIGN + MANY + TASK, help="see above")
+    p.add_argument("--out", required=True, help="where to write the merged checkpoint")
+    p.add_argument("--plot", help="write the barrier plot (PNG) here (needs --data with targets)")
+    p.add_argument("--data", help="'digits', 'digits-images' or a file with tensors x (and y)")
+    p.add_argument("--input-shape", help="example input shape for tracing when there is no --data, e.g. 2,64")
+    p.add_argument("--alpha", type=float, default=0.5, help="interpolation weight of B (default 0.5)")
+    p.add_argument("--reset-bn", action="store_true", help="reset BatchNorm statistics from --data after merging")
+    p.add_argument("--repair", action="store_true", help="apply REPAIR with --data after merging")
+    p.add_argument("--base", help="base checkpoint for task-arithmetic / ties / dare")
+    p.add_argument("--weights", help="comma-separated weights per checkpoint (average, task methods)")
+    p.add_argument("--scale", type=float, default=1.0, help="task-vector scale (task methods)")
+    p.add_argument("--density", type=float, default=0.2, help="fraction kept by TIES trimming")
+    p.add_argument("--drop-rate", type=float, default=0.9, help="DARE drop probability")
+    p.add_argument("--combine", default="sum", choices=["sum", "ties"], help="how DARE combines task vectors")
+    p.add_argument("--steps", type=int, default=200, help="optimization steps of ste / sinkhorn")
+    p.add_argument("--points", type=int, default=11, help="points on the barrier curve")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def load_data(spec: str | None):
+    """``(inputs, targets or None)`` from a --data argument."""
+    if spec is None:
+        return None
+    if spec in ("digits", "digits-images"):
+        from ..demo._digits import digits
+        (x, y), _ = digits(image=spec == "digits-images", test_fraction=0.0)
+        return x, y
+    from ..io import CheckpointError, load_checkpoint
+    tensors = load_checkpoint(spec)
+    for xk, yk in (("x", "y"), ("inputs", "targets"), ("data", "labels")):
+        if xk in tensors:
+            return tensors[xk], tensors.get(yk)
+    raise CheckpointError(f"{spec} holds no tensor named 'x' (found: {', '.join(sorted(tensors)) or 'none'})")
+
+
+def run(args) -> int:
+    from ..io import CheckpointError
+    from ..spec.errors import SpecError
+    try:
+        return _run(args)
+    except (CheckpointError, SpecError, FileNotFoundError, ValueError) as e:
+        print(f"weightspace merge: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    import torch
+
+    from .. import align, merge
+    from ..cli import load_factory
+    from ..io import load_checkpoint, save_checkpoint
+    from ..spec import WeightSpaceSpec
+    from ..symmetry import permute
+
+    states = [load_checkpoint(p) for p in args.checkpoints]
+    base = load_checkpoint(args.base) if args.base else None
+    model = load_factory(args.model)(**json.loads(args.model_kwargs)).eval()
+    data = load_data(args.data)
+    if data is not None:
+        example = data[0][:2]
+    elif args.input_shape:
+        example = torch.randn(*[int(s) for s in args.input_shape.split(",")])
+    else:
+        raise ValueError("give --data or --input-shape so the model can be traced")
+    spec = WeightSpaceSpec.from_module(model, example)
+    for path, st in zip(args.checkpoints + ([args.base] if args.base else []), states + ([base] if base else [])):
+        spec.check_state_dict(st, what=f"checkpoint {path}")
+    labeled = data is not None and data[1] is not None
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    needs_data = args.method in ("activation-matching", "ste") or args.reset_bn or args.repair
+    if needs_data and data is None:
+        raise ValueError(f"--method {args.method}{' with --reset-bn/--repair' if args.reset_bn or args.repair else ''} needs --data")
+    if args.method == "ste" and not labeled:
+        raise ValueError("--method ste needs --data with targets")
+
+    t0 = time.perf_counter()
+    aligned_b = None
+    if args.method in ALIGN:
+        if len(states) != 2:
+            raise ValueError(f"--method {args.method} merges two checkpoints, got {len(states)} (use merge-many)")
+        a, b = states
+        if args.method == "naive":
+            perms = None
+        elif args.method == "weight-matching":
+            perms = align.weight_matching(spec, a, b, seed=args.seed, progress=True)
+        elif args.method == "activation-matching":
+            perms = align.activation_matching(spec, a, b, data[0], model=model, seed=args.seed, progress=True)
+        elif args.method == "ste":
+            perms = align.ste_matching(spec, model, a, b, data, steps=args.steps, seed=args.seed, progress=True)
+        else:
+            perms = align.sinkhorn_matching(spec, a, b, steps=args.steps, seed=args.seed, progress=True)
+        aligned_b = b if perms is None else permute(b, spec, perms)
+        merged = merge.interpolate(a, aligned_b, args.alpha, spec)
+        endpoints, ends_w = [a, aligned_b], (1 - args.alpha, args.alpha)
+    elif args.method == "merge-many":
+        result = align.merge_many(spec, states, seed=args.seed, progress=True)
+        merged, endpoints, ends_w = result.merged, result.aligned, None
+    elif args.method == "average":
+        merged, endpoints, ends_w = merge.weighted_average(states, weights, spec), states, weights
+    else:
+        if base is None:
+            raise ValueError(f"--method {args.method} needs --base")
+        if args.method == "task-arithmetic":
+            merged = merge.task_arithmetic(base, states, args.scale, weights, spec)
+        elif args.method == "ties":
+            merged = merge.ties_merging(base, states, args.density, args.scale, weights, spec)
+        else:
+            merged = merge.dare(base, states, args.drop_rate, args.scale, weights, args.combine, args.seed, spec)
+        endpoints, ends_w = states, None
+    seconds = time.perf_counter() - t0
+    if args.repair:
+        merged = align.repair(model, merged, endpoints, data[0], weights=ends_w, spec=spec)
+    elif args.reset_bn:
+        merged = align.reset_bn_statistics(model, merged, data[0])
+    out = save_checkpoint(merged, args.out, metadata={"weightspace_method": args.method})
+    print(f"{args.method}: {seconds:.2f} s; merged checkpoint written to {out}")
+
+    if aligned_b is not None:
+        _report_pair(args, model, spec, states, aligned_b, data, labeled, seconds)
+    elif labeled:
+        rows = [(p, *merge.evaluate(model, s, data)) for p, s in zip(args.checkpoints, states)]
+        rows.append((f"merged ({args.method})", *merge.evaluate(model, merged, data)))
+        print(f"\n{'network':40s} {'loss':>8s} {'accuracy':>9s}")
+        for name, loss, acc in rows:
+            print(f"{name:40s} {loss:8.4f} " + (f"{100 * acc:8.2f}%" if acc is not None else f"{'-':>9s}"))
+    return 0
+
+
+def _report_pair(args, model, spec, states, aligned_b, data, labeled, seconds) -> None:
+    import torch
+
+    from .. import align, merge
+
+    a, b = states
+    dist = lambda x, y: float(torch.sqrt(sum(((x[n] - y[n]) ** 2).sum() for n in spec.weight_names
+                                            if x[n].is_floating_point())))
+    print(f"L2 distance between A and B: {dist(a, b):.4f} before alignment, {dist(a, aligned_b):.4f} after")
+    if not labeled:
+        print("(no --data with targets: no barrier table)")
+        return
+    n = args.points
+    curves = [merge.barrier_curve(model, a, b, data, n, label="naive", spec=spec)]
+    times: list = [None]
+    if args.method != "naive":
+        curves.append(merge.barrier_curve(model, a, aligned_b, data, n, label=args.method, spec=spec))
+        times.append(seconds)
+    if args.reset_bn and align.bn.batchnorm_modules(model):
+        curves.append(merge.barrier_curve(model, a, aligned_b, data, n, label=f"{args.method} + BN reset", spec=spec,
+                                          correct=lambda s, t: align.reset_bn_statistics(model, s, data[0])))
+        times.append(None)
+    if args.repair:
+        stats = align.endpoint_statistics(model, [a, aligned_b], data[0], spec=spec)
+        curves.append(merge.barrier_curve(model, a, aligned_b, data, n, label=f"{args.method} + REPAIR", spec=spec,
+                                          correct=lambda s, t: align.repair(model, s, None, data[0], weights=(1 - t, t),
+                                                                            spec=spec, statistics=stats)))
+        times.append(None)
+    print()
+    print(merge.barrier_table(curves, times))
+    if args.plot:
+        path = merge.plot_barrier(curves, args.plot, title=f"{args.checkpoints[0]} -> {args.checkpoints[1]}")
+        print(f"\nbarrier plot written to {path}")

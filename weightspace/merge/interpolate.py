@@ -1,0 +1,18 @@
+"""Linear interpolation between two networks."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..spec.spec import WeightSpaceSpec
+from ._check import as_states, hand_back, mergeable
+
+
+def interpolate(a: Any, b: Any, alpha: float, spec: WeightSpaceSpec | None = None):
+    """``(1 - alpha) * a + alpha * b`` on every floating-point learned-on entry (plain buffers from
+    ``a``). ``a`` / ``b``: state dicts or one-network WeightSpaces (returned in kind); networks of
+    different architectures raise an error naming the first differing entry."""
+    (sa, sb), as_ws, spec = as_states([a, b], spec, ["a", "b"])
+    out = dict(sa)
+    for n in mergeable(sa, spec):
+        out[n] = sa[n].lerp(sb[n].to(sa[n]), float(alpha))
+    return hand_back(out, as_ws, spec)
