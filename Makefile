@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: test demo bench install clean
+.PHONY: test demo bench bench-align install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,23 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/weightspace demo
 
+MNIST_ROOT ?= ../shared/data/mnist
+BENCH_VENV ?= .bench-venv
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_graph.py
+	$(PY) benchmarks/bench_fit.py --root $(MNIST_ROOT)
+
+# The `rebasin` package is the alignment benchmark's reference; it lives in its own environment
+# and is never a dependency of weightspace.
+$(BENCH_VENV)/.installed:
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q "$(TORCH_SPEC)" rebasin
+	touch $@
+
+bench-align: $(STAMP) $(BENCH_VENV)/.installed
+	$(PY) benchmarks/bench_align.py --mnist $(MNIST_ROOT) --rebasin-python $(BENCH_VENV)/bin/python
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis
