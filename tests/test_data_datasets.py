@@ -37,6 +37,18 @@ def test_items_and_batches(sirens):
         ds[4]
 
 
+def test_graph_batches_carry_the_networks_and_their_targets(sirens):
+    space, labels = sirens
+    ds = WeightDataset(space, labels, indices=[2, 4, 6, 8, 11])
+    batches = list(ds.loader(batch_size=2, shuffle=True, seed=1, graph=True))
+    assert [b.num_graphs for b in batches] == [2, 2, 1]
+    plain = list(ds.loader(batch_size=2, shuffle=True, seed=1))
+    for graphs, (w, t) in zip(batches, plain):
+        assert torch.equal(graphs.y, t)
+        back = ws.from_graph(graphs, space.spec)                        # the graphs hold exactly these networks
+        assert all(torch.equal(back[k], v) for k, v in w.items())
+
+
 def test_normalization_statistics(sirens):
     space, labels = sirens
     stats = normalization_stats(space)

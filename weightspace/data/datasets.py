@@ -60,11 +60,15 @@ class WeightDataset(torch.utils.data.Dataset):
         ws, t = self._get(torch.as_tensor(list(rows), dtype=torch.long))
         return Batch(ws, t)
 
-    def loader(self, batch_size: int = 64, shuffle: bool = False, seed: int | None = None, **kwargs) -> torch.utils.data.DataLoader:
-        """A DataLoader of ``(WeightSpace [B], targets [B])`` batches; ``seed`` fixes the shuffle."""
+    def loader(self, batch_size: int = 64, shuffle: bool = False, seed: int | None = None, graph: bool = False,
+               **kwargs) -> torch.utils.data.DataLoader:
+        """A DataLoader of ``(WeightSpace [B], targets [B])`` batches; ``seed`` fixes the shuffle.
+
+        ``graph=True``: batches are instead torch_geometric ``Batch`` es of the networks' parameter
+        graphs (:func:`weightspace.to_graph`, built in one pass per batch) with the targets in ``.y``."""
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         return torch.utils.data.DataLoader(self, batch_size=batch_size, shuffle=shuffle, generator=g,
-                                           collate_fn=collate_weights, **kwargs)
+                                           collate_fn=collate_graphs if graph else collate_weights, **kwargs)
 
 
 @dataclass
@@ -83,6 +87,13 @@ class Batch:
     def to(self, *args, **kwargs) -> "Batch":
         return Batch(self.weights.to(*args, **kwargs), self.targets.to(*args, **kwargs))
 
+    def graphs(self):
+        """The batch's parameter graphs as one torch_geometric ``Batch`` (``B`` graphs), targets in ``.y [B, ...]``."""
+        from ..graph import to_graph
+        graphs = to_graph(self.weights)
+        graphs.y = self.targets
+        return graphs
+
 
 def collate_weights(samples) -> Batch:
     """``[(WeightSpace [1], target), ...]`` (or an already gathered :class:`Batch`) -> ``Batch``
@@ -94,6 +105,11 @@ def collate_weights(samples) -> Batch:
         raise ValueError("cannot collate an empty batch")
     spaces, targets = zip(*samples)
     return Batch(WeightSpace.cat(spaces), torch.stack([torch.as_tensor(t) for t in targets]))
+
+
+def collate_graphs(samples):
+    """Like :func:`collate_weights`, as a torch_geometric ``Batch`` of parameter graphs with ``.y``."""
+    return collate_weights(samples).graphs()
 
 
 @dataclass
