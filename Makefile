@@ -35,7 +35,7 @@ bench: $(STAMP)
 # and is never a dependency of weightspace.
 $(BENCH_VENV)/.installed:
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/pip install -q "$(TORCH_SPEC)" rebasin
+	$(BENCH_VENV)/bin/pip install -q "$(TORCH_SPEC)" rebasin -e .
 	touch $@
 
 bench-align: $(STAMP) $(BENCH_VENV)/.installed
