@@ -17,9 +17,9 @@ alignment takes and whether the aligned network still computes B's function.
 Run: ``python benchmarks/bench_align.py`` (first run trains and caches the six networks under
 benchmarks/.cache, about 10 minutes on 2 cores; later runs reuse them). ``--quick``: digits, short
 training, MLP only. ``--rebasin-python PATH``: the interpreter of the environment that has
-`rebasin` installed (default: .bench-venv/bin/python; create it with
-``make bench-align`` does it: ``python -m venv .bench-venv && .bench-venv/bin/pip install torch rebasin -e .``;
-the runner imports ``weightspace.models`` for the architectures).
+`rebasin` installed (default: .bench-venv/bin/python; ``make bench-align`` creates it:
+``python -m venv .bench-venv && .bench-venv/bin/pip install torch rebasin -e .``, as the runner
+imports ``weightspace.models`` for the architectures).
 
 Curves: 11 points without REPAIR, 5 with REPAIR (REPAIR re-measures statistics at every point);
 the midpoint is on both. Loss barrier = max over the path of loss minus the linear interpolation of
