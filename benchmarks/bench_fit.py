@@ -7,7 +7,8 @@ Rows (same images, same initializations, same number of Adam steps, no early sto
 * **plain batched bmm**: all INRs of a batch as ``[N, out, in]`` tensors, ``torch.bmm`` forward,
   autograd backward, ``torch.optim.Adam`` on the stacked tensors (what one writes first when batching);
 * **fit_inrs**: this library's fitter (hand-written batched gradients, separable first layer, fused
-  buffers, per-row Adam), on one core and in two worker processes.
+  buffers, per-row Adam), on one core and in two worker processes; once more on one core with its C
+  kernels switched off (``weightspace.data.c_kernels``: fused sin/cos and first layer), torch ops only.
 
 Throughput is INRs/s at the fixed step budget and achieved GFLOP/s, counting the dense-equivalent
 matrix FLOPs of a plain forward + backward pass (``SirenLayout.flops_per_step``), against an fp32
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from weightspace.data import coordinate_grid, fit_inrs, load_images
+from weightspace.data import c_kernels, coordinate_grid, fit_inrs, load_images
 from weightspace.data.inr import inr_seed
 from weightspace.data.siren_batch import SirenLayout
 from weightspace.models import SIREN
@@ -155,6 +156,10 @@ def main() -> None:
     nb = min(args.n, 256)
     plain_t, plain_psnr = with_threads(1, plain_batched, images[:nb], args.steps, args.lr, 0)
     fit1 = fit_inrs(images[:args.n], steps=args.steps, lr=args.lr, target_psnr=None, threads=1)
+    kernels = c_kernels.available()
+    c_kernels.set_enabled(False)
+    fit0 = fit_inrs(images[:args.n], steps=args.steps, lr=args.lr, target_psnr=None, threads=1)
+    c_kernels.set_enabled(True)
     fit2 = fit_inrs(images[:args.n], steps=args.steps, lr=args.lr, target_psnr=None, workers=2)
     peak1b, peak2b = matmul_gflops(1), matmul_gflops(2)
     peak1, peak2 = max(peak1, peak1b), max(peak2, peak2b)
@@ -170,7 +175,9 @@ def main() -> None:
     rows = [row("per-INR loop (module + torch.optim.Adam)", 1, args.loop_n, loop_t, loop_psnr, peak1),
             row("per-INR loop, 2 threads (torch default)", 2, args.loop_n, loop2_t, loop2_psnr, peak2),
             row("plain batched bmm + autograd", 1, nb, plain_t, plain_psnr, peak1),
-            row("fit_inrs, 1 process", 1, args.n, fit1.seconds, fit1.psnr, peak1),
+            row("fit_inrs, 1 process, torch ops only", 1, args.n, fit0.seconds, fit0.psnr, peak1),
+            row("fit_inrs, 1 process" + ("" if kernels else " (C kernels unavailable)"), 1, args.n, fit1.seconds,
+                fit1.psnr, peak1),
             row("fit_inrs, 2 worker processes", 2, args.n, fit2.seconds, fit2.psnr, peak2)]
     print(f"Fixed budget: {args.steps} Adam steps per INR")
     table(rows, ["method", "cores", "INRs", "INRs/s", "vs loop", "mean PSNR dB", "GFLOP/s", "of matmul"])
