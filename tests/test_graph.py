@@ -168,3 +168,19 @@ def test_spec_without_dataflow_is_refused():
     spec = ws.WeightSpaceSpec.from_axes({"w": ((3, 2), ("h", None))})
     with pytest.raises(ws.SpecError, match="no dataflow"):
         ws.to_graph({"w": torch.zeros(3, 2)}, spec)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES, ids=lambda a: a.name)
+def test_block_copies_build_the_same_features_as_the_generic_gather(arch, traced):
+    from weightspace.graph.build import _features
+    from weightspace.graph.copy_plan import copy_plan, features_by_copy
+    from weightspace.graph.plan import graph_plan
+    spec, nets = traced(arch)
+    space = ws.WeightSpace.from_state_dicts(nets, spec)
+    plan = graph_plan(spec)
+    fast = features_by_copy(plan, space)
+    generic = _features(plan, space.flatten())
+    assert all(torch.equal(a, b) for a, b in zip(fast, generic))
+    cp = copy_plan(plan, spec)
+    if any(len(spec[n].shape) >= 2 and spec[n].numel >= 64 for n in spec.weight_names):
+        assert cp.runs, "conv / linear layers should be copied as blocks, not gathered"
