@@ -102,3 +102,17 @@ def test_fitting_step_agrees_with_the_torch_path(hidden, C, grid, kernels_off):
     torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-4, atol=1e-7)
     g_on, g_off = results[True][1], results[False][1]
     assert (g_on - g_off).norm() <= 1e-4 * g_off.norm()
+
+
+def test_without_a_working_compiler_fitting_falls_back_to_torch(monkeypatch, tmp_path):
+    from weightspace.data import fit_inrs, load_images
+    monkeypatch.setattr(c_kernels, "_lib", None)
+    monkeypatch.setattr(c_kernels, "_tried", False)
+    monkeypatch.setenv("CC", "false")                     # a "compiler" that always fails
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.warns(UserWarning, match="could not compile"):
+        assert not c_kernels.available()
+    z = torch.randn(2, 3, 4)
+    assert not c_kernels.sincos_(z, torch.empty_like(z), 1.0)
+    fit = fit_inrs(load_images("digits")[0][:4], steps=200)
+    assert (fit.psnr > 30).all()
