@@ -123,6 +123,7 @@ void ws_separable_grad(const float *G, int64_t g_stride, const float *sa, const 
 }
 """
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC"]
+_MAX_STACK_COLUMNS = 16384                 # ws_separable_grad keeps 4 * W floats on the stack
 _I64, _F32, _PTR = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 _SIGNATURES = {
     "ws_sincos": [_PTR, _I64, _PTR, _I64, _I64, _I64, _F32],
@@ -265,7 +266,7 @@ def separable_outer(sA: torch.Tensor, cA: torch.Tensor, sB: torch.Tensor, cB: to
     if not all(t.is_contiguous() for t in (sA, cA, sB, cB)) or cA.shape != sA.shape or sB.shape != cB.shape \
             or sB.shape[:2] != (n, h) or out.shape != (n, h, H * W) or _blocks(out) is None:
         return False
-    rows, ns, item = n * h, out.stride(0), 4
+    ns, item = out.stride(0), 4
     calls = []
     for a, b in _split(n):                                # whole networks per thread
         calls.append((_lib.ws_separable_outer, sA.data_ptr() + a * h * H * item, cA.data_ptr() + a * h * H * item,
@@ -287,7 +288,7 @@ def separable_grad(G: torch.Tensor, sA: torch.Tensor, cA: torch.Tensor, sB: torc
     n, h, H = sA.shape
     W = sB.shape[-1]
     if not all(t.is_contiguous() for t in (sA, cA, sB, cB, x, y, out)) or G.shape != (n, h, H * W) \
-            or G.stride(2) != 1 or G.stride(0) != h * G.stride(1) or out.shape != (n, h, 3):
+            or G.stride(2) != 1 or G.stride(0) != h * G.stride(1) or out.shape != (n, h, 3) or W > _MAX_STACK_COLUMNS:
         return False
     gs, item = G.stride(1), 4
     _run([(_lib.ws_separable_grad, G.data_ptr() + a * h * gs * item, gs, sA.data_ptr() + a * h * H * item,
