@@ -39,7 +39,7 @@ from ..spec.errors import SpecError
 from ..spec.spec import WeightSpaceSpec
 from ..symmetry.permutation import check_permutations
 from ..symmetry.plan import AxisPlan, _segments, axis_index
-from .copy_plan import features_by_copy
+from .copy_plan import can_copy, features_by_copy
 from .plan import GraphPlan, graph_plan
 
 NODE_ATTRS = ("node_type", "layer", "node_pos", "activation", "site")
@@ -68,12 +68,7 @@ def _batch_uniform(space: WeightSpace) -> dict[str, torch.Tensor]:
     """All graph tensors of a one-spec batch, graphs concatenated along nodes / edges."""
     plan = graph_plan(space.spec)
     b, n, m = space.batch_size, plan.num_nodes, plan.num_edges
-    names = space.spec.weight_names
-    # block copies pay off from two networks on (one network: the single gather is cheaper)
-    if b > 1 and names and len({space[n].dtype for n in names}) == 1 and all(space[n].device.type == "cpu" for n in names):
-        x, e, extra = features_by_copy(plan, space)
-    else:
-        x, e, extra = _features(plan, space.flatten())
+    x, e, extra = features_by_copy(plan, space) if can_copy(space) else _features(plan, space.flatten())
     offsets = torch.arange(b) * n
     out = {"x": x.reshape(b * n, plan.node_dim), "edge_attr": e.reshape(b * m, plan.edge_dim),
            "edge_index": (plan.edge_index.unsqueeze(1) + offsets.view(1, b, 1)).reshape(2, b * m),

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from ..space import WeightSpace
-from .plan import GraphPlan
+from ..spec.spec import WeightSpaceSpec
+from ..symmetry.plan import cached
+from .plan import GraphPlan, graph_plan
 
 MIN_RUN = 8          # shorter runs are gathered: a copy per run costs more than a gather of a few edges
 
@@ -45,16 +47,20 @@ class CopyPlan:
     small_names: tuple[str, ...]  # parameters that make up the small vector (then a zero, the constants)
 
 
-def copy_plan(plan: GraphPlan, spec) -> CopyPlan:
-    """The (cached on the plan) copy plan of a graph plan."""
-    cp = getattr(plan, "_copy_plan", None)
-    if cp is None:
-        cp = _build(plan, spec)
-        plan._copy_plan = cp
-    return cp
+def copy_plan(spec: WeightSpaceSpec) -> CopyPlan:
+    """The copy plan of a spec's parameter graph (built once per spec, like the graph plan)."""
+    return cached(spec, "graph_copy_plan", lambda: _build(graph_plan(spec), spec))
 
 
-def _build(plan: GraphPlan, spec) -> CopyPlan:
+def can_copy(space: WeightSpace) -> bool:
+    """Whether :func:`features_by_copy` applies: two or more networks (for one, the single gather of
+    the generic path is cheaper) whose weights share one dtype on the CPU."""
+    names = space.spec.weight_names
+    return space.batch_size > 1 and bool(names) and len({space[name].dtype for name in names}) == 1 \
+        and all(space[name].device.type == "cpu" for name in names)
+
+
+def _build(plan: GraphPlan, spec: WeightSpaceSpec) -> CopyPlan:
     names = list(spec.weight_names)
     sizes = torch.tensor([spec[n].numel for n in names], dtype=torch.long)
     starts = torch.cumsum(sizes, 0) - sizes                       # first flat column of each parameter
@@ -108,7 +114,7 @@ def _build(plan: GraphPlan, spec) -> CopyPlan:
 def features_by_copy(plan: GraphPlan, space: WeightSpace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Node features ``[B, N, Fn]``, edge features ``[B, M, Fe]`` and extra ``[B, K]`` of a one-spec
     batch; equal to :func:`weightspace.graph.build._features` of ``space.flatten()``."""
-    cp = copy_plan(plan, space.spec)
+    cp = copy_plan(space.spec)
     b = space.batch_size
     t = space.tensors
     dtype = t[space.spec.weight_names[0]].dtype
