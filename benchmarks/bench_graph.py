@@ -35,10 +35,8 @@ def timed(fn, repeat=1):
     for _ in range(repeat):
         out = None
         t0 = time.perf_counter()
-        result = fn()
+        out = fn()
         best = min(best, time.perf_counter() - t0)
-        out = result
-        del result
     return best, out
 
 

@@ -1,4 +1,4 @@
-"""Three small C kernels for the SIREN fitting loop, compiled on first use; torch ops otherwise.
+"""Small C kernels for the SIREN fitting loop, compiled on first use; torch ops otherwise.
 
 On a CPU the matrix products of :class:`~weightspace.data.siren_batch.SirenBatch` run near the
 matmul peak; what held the loop back were the passes around them. These kernels fold those passes:
@@ -21,8 +21,9 @@ The source below is compiled with the system C compiler (``$CC``, else ``cc`` / 
 into ``$XDG_CACHE_HOME/weightspace/kernels`` (default ``~/.cache``), keyed by the source, flags and
 CPU, and loaded with :mod:`ctypes`: nothing to build at install time, no torch headers, well under a
 second to compile. Without a working compiler, with ``WEIGHTSPACE_C_KERNELS=0`` in the environment or
-after ``set_enabled(False)``, :func:`available` is False and every wrapper returns False so that the caller runs its torch version (same results up to
-float rounding). Only float32 CPU tensors are handled; float64 always takes the torch path.
+after ``set_enabled(False)``, :func:`available` is False and every wrapper returns False so that the
+caller runs its torch version (same results up to float rounding). Only float32 CPU tensors are
+handled; float64 always takes the torch path.
 """
 from __future__ import annotations
 

@@ -118,9 +118,8 @@ def features_by_copy(plan: GraphPlan, space: WeightSpace) -> tuple[torch.Tensor,
     b = space.batch_size
     t = space.tensors
     dtype = t[space.spec.weight_names[0]].dtype
-    parts = [t[n].reshape(b, -1) for n in cp.small_names]
-    tail = torch.cat([torch.zeros(1, dtype=dtype), plan.constants.to(dtype)])
-    small = torch.cat(parts + [tail.expand(b, -1)], dim=1)
+    used = [t[n].reshape(b, -1) for n in cp.small_names]
+    small = plan.extend(torch.cat(used, dim=1) if used else torch.zeros(b, 0, dtype=dtype))
     x = small.index_select(1, cp.x_src).view(b, plan.num_nodes, plan.node_dim)
     e = torch.empty(b, plan.num_edges, plan.edge_dim, dtype=dtype)
     for r in cp.runs:
