@@ -16,46 +16,18 @@ gives the exact joint optimum (recursively for nested heads). The cost is one sm
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
 from ..spec.spec import WeightSpaceSpec
-from ..symmetry.plan import cached
-
-
-@dataclass(frozen=True)
-class GroupForest:
-    """Roots (groups without a head parent) and, per group, its ``(child, block)`` pairs."""
-
-    roots: tuple[str, ...]
-    children: dict[str, tuple[tuple[str, int], ...]]
-    sizes: dict[str, int]
-
-    def members(self, root: str) -> tuple[str, ...]:
-        """``root`` and all its descendants, parents first."""
-        out, todo = [], [root]
-        while todo:
-            g = todo.pop(0)
-            out.append(g)
-            todo.extend(c for c, _ in self.children.get(g, ()))
-        return tuple(out)
+from ..spec.blocks import GroupForest
 
 
 def group_forest(spec: WeightSpaceSpec) -> GroupForest:
-    def build():
-        children: dict[str, list] = {}
-        roots = []
-        for g in spec.groups:
-            if g.heads is None:
-                roots.append(g.name)
-            else:
-                children.setdefault(g.heads[0], []).append((g.name, g.heads[1]))
-        return GroupForest(tuple(roots), {k: tuple(v) for k, v in children.items()},
-                           {g.name: g.size for g in spec.groups})
-    return cached(spec, "align_group_forest", build)
+    """The spec's head structure (the one query in ``spec.blocks``)."""
+    return spec.group_forest()
 
 
 _PERMS: dict[int, np.ndarray] = {}

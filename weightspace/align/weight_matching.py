@@ -2,7 +2,6 @@
 weights are as close to A's as possible, by coordinate descent over the groups."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -10,44 +9,24 @@ from tqdm.auto import tqdm
 
 from ..spec.errors import SpecError
 from ..spec.spec import WeightSpaceSpec
-from ..spec.types import layout_groups
 from ..symmetry.permutation import check_permutations
-from ..symmetry.plan import cached
+from ..spec.blocks import Block
+from ..spec.cache import cached
 from ._params import as_state, permute_entries
 from ._tree import group_forest, solve_tree, tree_score
 
 Perms = dict[str, torch.Tensor]
 
 
-@dataclass(frozen=True)
-class Term:
-    """One stretch of one axis that a group acts on: ``size`` elements of ``inner`` entries each,
-    starting at entry ``offset`` of axis ``axis`` of ``param``; ``others`` are the groups acting on
-    the parameter's other axes."""
-
-    param: str
-    axis: int
-    offset: int
-    size: int
-    inner: int
-    others: frozenset = frozenset()
+# A term of the objective is one block of the spec's "where groups act" query (``spec.blocks``).
+Term = Block
 
 
 def matching_terms(spec: WeightSpaceSpec, roles: tuple[str, ...] = ("parameter", "statistic")) -> dict[str, tuple[Term, ...]]:
-    """Per group, every (parameter, axis, segment) it acts on, among entries of the given roles."""
+    """Per group, every (parameter, axis, segment) it acts on, among floating entries of the given roles."""
     def build():
-        out: dict[str, list[Term]] = {}
-        for p in spec.params:
-            if p.role not in roles or not p.dtype.startswith(("float", "bfloat")):
-                continue
-            for k, layout in enumerate(p.axes):
-                off = 0
-                others = frozenset(g for j, lay in enumerate(p.axes) if j != k for g in layout_groups(lay))
-                for s in layout or ():
-                    if s.group is not None:
-                        out.setdefault(s.group, []).append(Term(p.name, k, off, s.size, s.inner, others))
-                    off += s.length
-        return {g: tuple(t) for g, t in out.items()}
+        out = {g: tuple(b for b in blocks if b.role in roles and b.floating) for g, blocks in spec.blocks().items()}
+        return {g: b for g, b in out.items() if b}
     return cached(spec, f"align_terms_{'_'.join(roles)}", build)
 
 

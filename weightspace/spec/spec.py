@@ -4,13 +4,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import torch
 
 from .errors import SpecError
 from .types import (Dataflow, GroupSpec, Layout, Op, ParamSpec, ParamUse, ScaleAction, ScalingSpec, Segment,
                     Site, SiteView, layout_groups, layout_length)
+
+if TYPE_CHECKING:
+    from .blocks import AxisAction, Block, GroupForest
 
 
 @dataclass(frozen=True)
@@ -124,14 +127,46 @@ class WeightSpaceSpec:
         """Length of the flattened weight vector ``[B, P]``."""
         return sum(self[n].numel for n in self.weight_names)
 
+    # ------------------------------------------------------------------------------ where groups act
+    # One query, computed once per spec (see ``blocks.py``); symmetry actions, alignment, graphs and
+    # layers all read it.
+    def blocks(self) -> dict[str, tuple["Block", ...]]:
+        """Per group, every stretch of every tensor axis it acts on (:class:`~weightspace.spec.blocks.Block`)."""
+        from .blocks import group_blocks
+
+        return group_blocks(self)
+
+    def group_slices(self, group: str) -> tuple["Block", ...]:
+        """The blocks group ``group`` acts on (empty for a head parent, which acts through its children)."""
+        self.group(group)  # unknown names raise
+        return self.blocks().get(group, ())
+
+    def axis_actions(self, name: str) -> tuple["AxisAction", ...]:
+        """The axes of parameter ``name`` that permutations act on (empty if none)."""
+        from .blocks import axis_actions
+
+        return axis_actions(self).get(name, ())
+
+    def scale_actions(self, name: str) -> tuple["AxisAction", ...]:
+        """The axes of parameter ``name`` that scalings / sign flips act on, with their exponents."""
+        from .blocks import scale_actions
+
+        return scale_actions(self).get(name, ())
+
+    def group_forest(self) -> "GroupForest":
+        """Head structure of the groups: roots, children, an order with parents first."""
+        from .blocks import group_forest
+
+        return group_forest(self)
+
     def params_of_group(self, group: str) -> tuple[tuple[str, int], ...]:
         """``(parameter, axis)`` pairs the group acts on."""
-        return tuple((p.name, k) for p in self.params for k, lay in enumerate(p.axes) if group in layout_groups(lay))
+        return tuple(dict.fromkeys((b.param, b.axis) for b in self.blocks().get(group, ())))
 
     @property
     def hidden_groups(self) -> tuple[GroupSpec, ...]:
         """Groups that act on at least one parameter axis (head parents act through their children)."""
-        used = {g for p in self.params for lay in p.axes for g in layout_groups(lay)}
+        used = self.blocks()
         return tuple(g for g in self.groups if g.name in used)
 
     # ------------------------------------------------------------------------------ checks

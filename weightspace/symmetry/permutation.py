@@ -11,27 +11,10 @@ import torch
 
 from ..spec.errors import SpecError
 from ..spec.spec import WeightSpaceSpec
-from ._params import apply_per_tensor, batch_of
-from .plan import axis_index, permutation_plan
+from ._params import apply_per_tensor, check_batch
+from .plan import axis_index, gather_along
 
 Perms = dict[str, torch.Tensor]
-
-
-def _ordered_groups(spec: WeightSpaceSpec):
-    done: set[str] = set()
-    out = []
-
-    def visit(g):
-        if g.name in done:
-            return
-        if g.heads is not None:
-            visit(spec.group(g.heads[0]))
-        done.add(g.name)
-        out.append(g)
-
-    for g in spec.groups:
-        visit(g)
-    return out
 
 
 def random_permutation(spec: WeightSpaceSpec, generator: torch.Generator | None = None,
@@ -41,15 +24,16 @@ def random_permutation(spec: WeightSpaceSpec, generator: torch.Generator | None 
     group and permute freely within each head."""
     perms: Perms = {}
     lead = () if batch_size is None else (batch_size,)
-    for g in _ordered_groups(spec):
+    for name in spec.group_forest().order:
+        g = spec.group(name)
         if g.heads is None:
-            perms[g.name] = torch.rand(*lead, g.size, generator=generator).argsort(-1)
+            perms[name] = torch.rand(*lead, g.size, generator=generator).argsort(-1)
         else:
             parent, block = g.heads
             sigma = perms[parent]
             tau = torch.rand(*lead, g.size // block, block, generator=generator).argsort(-1)
-            perms[g.name] = (sigma.unsqueeze(-1) * block + tau).flatten(-2)
-    return perms
+            perms[name] = (sigma.unsqueeze(-1) * block + tau).flatten(-2)
+    return {g.name: perms[g.name] for g in spec.groups}
 
 
 def identity_permutation(spec: WeightSpaceSpec) -> Perms:
@@ -61,7 +45,7 @@ def check_permutations(spec: WeightSpaceSpec, perms: Mapping[str, Any]) -> Perms
     head-structured groups consistent with their parents. Missing groups stay in place."""
     out: Perms = {}
     for name, p in perms.items():
-        if name not in spec._groups:
+        if name not in spec.group_forest().sizes:
             known = ", ".join(g.name for g in spec.groups) or "none"
             raise SpecError(f"permutation given for unknown group '{name}' (groups of this spec: {known})")
         g = spec.group(name)
@@ -89,25 +73,23 @@ def check_permutations(spec: WeightSpaceSpec, perms: Mapping[str, Any]) -> Perms
 
 
 def permute(params: Any, spec: WeightSpaceSpec, perms: Mapping[str, Any]):
-    """Apply a group element to a state dict (one network) or a WeightSpace (a batch; ``perms`` may
-    hold one element per network as ``[B, size]``). Returns the same kind of object."""
-    perms = check_permutations(spec, perms)
-    plans = permutation_plan(spec)
+    """Apply a group element to a state dict (one network), a WeightSpace (a batch) or features
+    ``name -> Tensor[*lead, *shape]`` (any leading dims, e.g. ``[B, C, *shape]``); ``perms`` may hold
+    one element per network as ``[B, size]`` (lined up with the first leading dim). Returns the same
+    kind of object."""
+    return permute_unchecked(params, spec, check_permutations(spec, perms))
+
+
+def permute_unchecked(params: Any, spec: WeightSpaceSpec, perms: Perms):
+    """:func:`permute` for permutations already checked by :func:`check_permutations`."""
     per_net = any(p.dim() == 2 for p in perms.values())
 
-    def fn(name, t, batch):
-        batch_of(perms, batch, "permutation")
-        off = 0 if batch is None else 1
-        for plan in plans.get(name, ()):
-            idx = axis_index(plan, perms, t.device, batch if per_net else None)
-            if idx is None:
-                continue
-            if idx.dim() == 1:
-                t = t.index_select(plan.axis + off, idx)
-            else:
-                shape = [1] * t.dim()
-                shape[0], shape[plan.axis + off] = idx.shape[0], idx.shape[1]
-                t = torch.take_along_dim(t, idx.view(shape), dim=plan.axis + off)
+    def fn(name, t, lead):
+        check_batch(perms, lead, "permutation")
+        for action in spec.axis_actions(name):
+            idx = axis_index(action, perms, t.device, lead[0] if per_net else None)
+            if idx is not None:
+                t = gather_along(t, action.from_right, idx)
         return t
 
     return apply_per_tensor(params, spec, fn)

@@ -1,70 +1,22 @@
-"""Index arithmetic per spec, computed once: which segments of which axes each group touches."""
-from __future__ import annotations
+"""Gather indices and multipliers for one axis, from the spec's :class:`AxisAction` (``spec.blocks``).
 
-from dataclasses import dataclass
+Both return ``[L]`` for one element or ``[E, L]`` for one element per network, or None when nothing
+on the axis moves; :func:`along` then applies them to a tensor ``[*lead, *shape]`` on the axis
+counted from the right.
+"""
+from __future__ import annotations
 
 import torch
 
-from ..spec.spec import WeightSpaceSpec
-from ..spec.types import Layout
+from ..spec.blocks import AxisAction
 
 
-@dataclass(frozen=True)
-class AxisPlan:
-    param: str
-    axis: int
-    length: int
-    segments: tuple[tuple[str | None, int, int, int], ...]  # (name, size, inner, offset)
-
-
-def _segments(layout: Layout) -> tuple[tuple[str | None, int, int, int], ...]:
-    out, off = [], 0
-    for s in layout:
-        out.append((s.group, s.size, s.inner, off))
-        off += s.length
-    return tuple(out)
-
-
-def cached(spec: WeightSpaceSpec, key: str, build):
-    """Per-spec cache (specs are immutable): built once, kept on the instance."""
-    store = spec.__dict__.setdefault("_cache", {})
-    if key not in store:
-        store[key] = build()
-    return store[key]
-
-
-def permutation_plan(spec: WeightSpaceSpec) -> dict[str, tuple[AxisPlan, ...]]:
-    """Per parameter, the axes that permutations act on."""
-    return cached(spec, "permutation_plan", lambda: _permutation_plan(spec))
-
-
-def _permutation_plan(spec: WeightSpaceSpec) -> dict[str, tuple[AxisPlan, ...]]:
-    plans: dict[str, list] = {}
-    for p in spec.params:
-        for k, lay in enumerate(p.axes):
-            if lay is not None:
-                plans.setdefault(p.name, []).append(AxisPlan(p.name, k, p.shape[k], _segments(lay)))
-    return {k: tuple(v) for k, v in plans.items()}
-
-
-def scaling_plan(spec: WeightSpaceSpec) -> dict[str, tuple[tuple[AxisPlan, int], ...]]:
-    """Per parameter, the (axis, exponent) pairs that scalings act on."""
-    def build():
-        plans: dict[str, list] = {}
-        for p in spec.params:
-            for a in p.scales:
-                plans.setdefault(p.name, []).append(
-                    (AxisPlan(p.name, a.axis, p.shape[a.axis], _segments(a.layout)), a.exponent))
-        return {k: tuple(v) for k, v in plans.items()}
-    return cached(spec, "scaling_plan", build)
-
-
-def axis_index(plan: AxisPlan, perms: dict[str, torch.Tensor], device, batch: int | None) -> torch.Tensor | None:
+def axis_index(action: AxisAction, perms: dict[str, torch.Tensor], device, batch: int | None) -> torch.Tensor | None:
     """Gather index for one axis: ``[L]`` or ``[B, L]``; None when nothing moves."""
-    if not any(name in perms for name, *_ in plan.segments):
+    if not any(name in perms for name, *_ in action.segments):
         return None
     pieces = []
-    for name, size, inner, off in plan.segments:
+    for name, size, inner, off in action.segments:
         p = perms.get(name) if name is not None else None
         if p is None:
             idx = torch.arange(off, off + size * inner, device=device)
@@ -74,19 +26,19 @@ def axis_index(plan: AxisPlan, perms: dict[str, torch.Tensor], device, batch: in
             p = p.to(device)
             if batch is not None and p.dim() == 1:
                 p = p.expand(batch, -1)
-            idx = p.unsqueeze(-1) * inner + torch.arange(inner, device=device) + off
-            idx = idx.flatten(-2)
+            idx = (p.unsqueeze(-1) * inner + torch.arange(inner, device=device) + off).flatten(-2)
         pieces.append(idx)
     return torch.cat(pieces, -1)
 
 
-def axis_factor(plan: AxisPlan, values: dict[str, torch.Tensor], exponent: int, like: torch.Tensor,
+def axis_factor(action: AxisAction, values: dict[str, torch.Tensor], like: torch.Tensor,
                 batch: int | None) -> torch.Tensor | None:
-    """Per-entry multiplier for one axis: ``[L]`` or ``[B, L]``; None when nothing is scaled."""
-    if not any(name in values for name, *_ in plan.segments):
+    """Per-entry multiplier for one axis (``values ** action.exponent``): ``[L]`` or ``[B, L]``; None
+    when nothing is scaled."""
+    if not any(name in values for name, *_ in action.segments):
         return None
     pieces = []
-    for name, size, inner, off in plan.segments:
+    for name, size, inner, _ in action.segments:
         v = values.get(name) if name is not None else None
         shape = (size * inner,) if batch is None else (batch, size * inner)
         if v is None:
@@ -95,6 +47,29 @@ def axis_factor(plan: AxisPlan, values: dict[str, torch.Tensor], exponent: int, 
             v = v.to(device=like.device, dtype=like.dtype)
             if batch is not None and v.dim() == 1:
                 v = v.expand(batch, -1)
-            v = v if exponent == 1 else v.reciprocal() if exponent == -1 else v.pow(exponent)
+            e = action.exponent
+            v = v if e == 1 else v.reciprocal() if e == -1 else v.pow(e)
             pieces.append(v.repeat_interleave(inner, dim=-1))
     return torch.cat(pieces, -1)
+
+
+def _shape_for(t: torch.Tensor, axis: int, vec: torch.Tensor) -> list[int]:
+    """View shape putting ``vec``'s last dim on ``axis`` (from the right) and its batch dim, if any,
+    on the first dim of ``t``."""
+    shape = [1] * t.dim()
+    shape[axis] = vec.shape[-1]
+    if vec.dim() == 2:
+        shape[0] = vec.shape[0]
+    return shape
+
+
+def gather_along(t: torch.Tensor, axis: int, idx: torch.Tensor) -> torch.Tensor:
+    """``t`` gathered on ``axis`` (counted from the right) by ``idx`` ``[L]`` or ``[B, L]``."""
+    if idx.dim() == 1:
+        return t.index_select(axis % t.dim(), idx)
+    return torch.take_along_dim(t, idx.view(_shape_for(t, axis, idx)), dim=axis % t.dim())
+
+
+def scale_along(t: torch.Tensor, axis: int, factor: torch.Tensor) -> torch.Tensor:
+    """``t`` multiplied on ``axis`` (counted from the right) by ``factor`` ``[L]`` or ``[B, L]``."""
+    return t * factor.view(_shape_for(t, axis, factor))

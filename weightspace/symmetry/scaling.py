@@ -7,8 +7,8 @@ import torch
 
 from ..spec.errors import SpecError
 from ..spec.spec import WeightSpaceSpec
-from ._params import apply_per_tensor, batch_of
-from .plan import axis_factor, scaling_plan
+from ._params import apply_per_tensor, check_batch
+from .plan import axis_factor, scale_along
 
 
 def random_scaling(spec: WeightSpaceSpec, generator: torch.Generator | None = None, batch_size: int | None = None,
@@ -32,7 +32,7 @@ def random_sign_flip(spec: WeightSpaceSpec, generator: torch.Generator | None = 
             for s in spec.scalings if s.sign}
 
 
-def _check(spec: WeightSpaceSpec, values: Mapping[str, Any], kind: str) -> dict[str, torch.Tensor]:
+def check_diagonal(spec: WeightSpaceSpec, values: Mapping[str, Any], kind: str) -> dict[str, torch.Tensor]:
     out = {}
     for name, v in values.items():
         s = spec.scaling(name)
@@ -54,22 +54,17 @@ def _check(spec: WeightSpaceSpec, values: Mapping[str, Any], kind: str) -> dict[
     return out
 
 
-def _apply(params: Any, spec: WeightSpaceSpec, values: dict[str, torch.Tensor]):
-    plans = scaling_plan(spec)
+def apply_diagonal(params: Any, spec: WeightSpaceSpec, values: Mapping[str, torch.Tensor]):
+    """Multiply each scaling's writers by ``values[s]`` and its readers by ``1 / values[s]``, unchecked
+    (``values`` already validated; positive factors and signs may be multiplied together)."""
     per_net = any(v.dim() == 2 for v in values.values())
 
-    def fn(name, t, batch):
-        batch_of(values, batch, "scaling")
-        off = 0 if batch is None else 1
-        for plan, exp in plans.get(name, ()):
-            f = axis_factor(plan, values, exp, t, batch if per_net and batch is not None else None)
-            if f is None:
-                continue
-            shape = [1] * t.dim()
-            shape[plan.axis + off] = f.shape[-1]
-            if f.dim() == 2:
-                shape[0] = f.shape[0]
-            t = t * f.view(shape)
+    def fn(name, t, lead):
+        check_batch(values, lead, "scaling")
+        for action in spec.scale_actions(name):
+            f = axis_factor(action, values, t, lead[0] if per_net else None)
+            if f is not None:
+                t = scale_along(t, action.from_right, f)
         return t
 
     return apply_per_tensor(params, spec, fn)
@@ -77,9 +72,9 @@ def _apply(params: Any, spec: WeightSpaceSpec, values: dict[str, torch.Tensor]):
 
 def scale(params: Any, spec: WeightSpaceSpec, scales: Mapping[str, Any]):
     """Multiply each scaling's writers by ``s`` and its readers by ``1/s`` (``s > 0``)."""
-    return _apply(params, spec, _check(spec, scales, "scaling"))
+    return apply_diagonal(params, spec, check_diagonal(spec, scales, "scaling"))
 
 
 def flip_sign(params: Any, spec: WeightSpaceSpec, signs: Mapping[str, Any]):
     """Flip the sign of chosen neurons (``signs`` in {-1, +1}) where the activation is odd."""
-    return _apply(params, spec, _check(spec, signs, "sign flip"))
+    return apply_diagonal(params, spec, check_diagonal(spec, signs, "sign flip"))
