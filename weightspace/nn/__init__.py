@@ -1,0 +1,15 @@
+"""Metanetworks: equivariant weight-space layers and models built from the spec.
+
+``WeightSpaceFeatures`` (the spec plus ``name -> [B, C, *shape]``) flows between layers;
+``EquivariantLinear`` is the full basis of permutation-equivariant linear maps of any traced spec
+(heads, concatenations, flattened conv channels included); ``InvariantPool`` pools to ``[B, F]``;
+``UNF`` and ``FlatMLP`` are models taking a ``WeightSpace``.
+"""
+from .features import WeightSpaceFeatures
+from .linear import EquivariantLinear
+from .models import UNF, FlatMLP
+from .pointwise import ChannelNorm, FeatureDropout, Pointwise
+from .pool import InvariantPool
+
+__all__ = ["WeightSpaceFeatures", "EquivariantLinear", "InvariantPool", "Pointwise", "ChannelNorm", "FeatureDropout",
+           "UNF", "FlatMLP"]
