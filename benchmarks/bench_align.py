@@ -35,7 +35,6 @@ import json
 import statistics
 import struct
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +90,7 @@ def load_data(mnist_dir: Path, quick: bool) -> Data:
         ytr, yte = (read_idx(files[k]).long() for k in ("train-labels", "t10k-labels"))
         xtr, xte = (xtr - 0.1307) / 0.3081, (xte - 0.1307) / 0.3081
         return Data("MNIST", 28, xtr, ytr, xte, yte)
-    from weightspace.demo._digits import digits
+    from weightspace.data.digits import digits
     print(f"MNIST files not found in {mnist_dir} (or --quick): using the scikit-learn digits")
     (xtr, ytr), (xte, yte) = digits(image=True)
     return Data("digits", 8, xtr[:, 0], ytr, xte[:, 0], yte)
@@ -193,7 +192,7 @@ def median_time(fn: Callable, repeats: int):
 @torch.no_grad()
 def function_error(model: torch.nn.Module, b: dict, aligned: dict, x: torch.Tensor) -> float:
     """Largest output change (relative to the largest output) between B and its aligned copy."""
-    from weightspace.align._data import functional_forward
+    from weightspace.data.batches import functional_forward
     model.eval()
     yb, ya = functional_forward(model, b, (x,)), functional_forward(model, aligned, (x,))
     return float((yb - ya).abs().max() / yb.abs().max())
@@ -356,7 +355,8 @@ def floors(all_rows: dict[str, list[Row]], data: Data) -> None:
             else:
                 ok = wm.curve.loss_barrier <= rb.curve.loss_barrier + 1e-4
                 line += (f"loss barrier {wm.curve.loss_barrier:.4f} vs {rb.curve.loss_barrier:.4f}, midpoint loss "
-                         f"{wm.curve.at(0.5):.4f} vs {rb.curve.at(0.5):.4f} [{'PASS' if ok else 'FAIL'} equal or lower]")
+                         f"{wm.curve.at(0.5):.4f} vs {rb.curve.at(0.5):.4f} "
+                         f"[{'PASS' if ok else 'FAIL'} equal or lower]")
         print(line)
         if key == "mlp":
             acc = 100 * wm.curve.midpoint_accuracy_barrier

@@ -9,7 +9,6 @@ Run: ``python benchmarks/bench_core.py`` (``--quick`` for a smoke run).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch

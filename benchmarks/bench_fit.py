@@ -193,7 +193,8 @@ def main() -> None:
     rate = args.recipe_n / rec.seconds
     print(f"\nRecipe (stop at 40 dB, up to 1,000 steps, lr 5e-4), {args.recipe_n} INRs, 2 worker processes: "
           f"{rate:.2f} INRs/s, mean PSNR {rec.psnr.mean().item():.2f} dB, "
-          f"{(rec.psnr >= 40).float().mean().item() * 100:.1f}% at 40 dB, mean {rec.steps.float().mean().item():.0f} steps")
+          f"{(rec.psnr >= 40).float().mean().item() * 100:.1f}% at 40 dB, "
+          f"mean {rec.steps.float().mean().item():.0f} steps")
     if H == 28:
         hours = 70000 / rate / 3600
         print(f"  -> extrapolated full MNIST-INR zoo (70,000 INRs): {hours:.2f} h on this machine "
@@ -204,7 +205,8 @@ def main() -> None:
     rows = []
     for init in ("siren", "hidden"):
         f = fit_inrs(images[:k], steps=args.steps, lr=1e-3, target_psnr=None, first_layer_init=init, workers=2)
-        rows.append([init, "U(-1/in, 1/in) (SIREN paper)" if init == "siren" else "U(-sqrt(6/in)/w0, ...) like later layers",
+        rows.append([init,
+                     "U(-1/in, 1/in) (SIREN paper)" if init == "siren" else "U(-sqrt(6/in)/w0, ...) like later layers",
                      f"{f.psnr.mean().item():.2f}", f"{f.psnr.min().item():.2f}"])
     print(f"\nFirst-layer initialization, {k} INRs, {args.steps} steps, lr 1e-3, no early stop")
     table(rows, ["first_layer_init", "first layer weights", "mean PSNR dB", "min PSNR dB"])

@@ -81,7 +81,7 @@ def main() -> None:
     rows.append((f"{n:,} SIRENs 2-32-32-1 -> one Batch", f"{t_ours:.3f} s", f"{rate_ours:,.0f} nets/s",
                  f"loop {rate_loop:,.0f} nets/s", f"{rate_ours / rate_loop:.0f}x"))
     rows.append((f"  inverse from_graph, {n:,} SIRENs", f"{t_inv:.3f} s", f"{n / t_inv:,.0f} nets/s", "", ""))
-    rows.append((f"  one-time plan for the SIREN spec", "", "", "", ""))
+    rows.append(("  one-time plan for the SIREN spec", "", "", "", ""))
 
     # ---------------------------------------------------------------- 256 ResNet-20s
     m = 64 if args.quick else 256

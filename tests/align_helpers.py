@@ -8,7 +8,7 @@ import torch
 
 import weightspace as ws
 from architectures import ARCHITECTURES
-from weightspace.demo._digits import digits, train_classifier
+from weightspace.data.digits import digits, train_classifier
 from weightspace.models import VGG, mlp
 
 BY_NAME = {a.name: a for a in ARCHITECTURES}

@@ -210,7 +210,8 @@ class SwiGLULM(nn.Module):
         super().__init__()
         self.emb = nn.Embedding(vocab, d)
         self.norm = nn.RMSNorm(d)
-        self.w1, self.w3, self.w2 = nn.Linear(d, 24, bias=False), nn.Linear(d, 24, bias=False), nn.Linear(24, d, bias=False)
+        self.w1, self.w3, self.w2 = (nn.Linear(d, 24, bias=False), nn.Linear(d, 24, bias=False),
+                                     nn.Linear(24, d, bias=False))
         self.glu_in = nn.Linear(d, 2 * d)
         self.glu_out = nn.Linear(d, d)
 
@@ -385,7 +386,8 @@ ARCHITECTURES = [
     Arch("transformer_pre", lambda: _encoder(True), seq(), None),
     Arch("tiny_transformer", lambda: TinyTransformer(in_features=16, seq_len=6, dim=16, heads=4), seq(), 9),
     Arch("tiny_lm", lambda: TinyTransformer(vocab_size=30, seq_len=6, dim=16, heads=2, norm_first=False,
-                                            activation="relu"), lambda g: (torch.randint(0, 30, (2, 6), generator=g),), 9),
+                                            activation="relu"),
+         lambda g: (torch.randint(0, 30, (2, 6), generator=g),), 9),
     Arch("hand_attention", HandAttention, seq(), 4),
     Arch("fused_qkv_chunk", FusedQKVChunk, seq(), 4),
     Arch("vit", TimmStyleViT, img(h=8, w=8), None),

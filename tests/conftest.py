@@ -17,7 +17,8 @@ def traced_arch():
         if key not in cache:
             torch.manual_seed(0)
             model = arch.build().to(dtype).eval()
-            x = tuple(t.to(dtype) if t.is_floating_point() else t for t in arch.inputs(torch.Generator().manual_seed(1)))
+            x = tuple(t.to(dtype) if t.is_floating_point() else t
+                      for t in arch.inputs(torch.Generator().manual_seed(1)))
             cache[key] = (model, x, ws.WeightSpaceSpec.from_module(model, x))
         return cache[key]
 

@@ -1,7 +1,6 @@
 """On trained networks: alignment lowers the loss barrier; BatchNorm reset and REPAIR lower it further."""
 from __future__ import annotations
 
-import torch
 
 import weightspace as ws
 from align_helpers import digit_cnns, digit_mlps

@@ -114,18 +114,19 @@ def _brute_force(forest, root, costs):
         else:
             blocks = n // block
             within = list(itertools.product(itertools.permutations(range(block)), repeat=blocks))
-            candidates = [np.concatenate([parent_perm[h] * block + np.array(w[h]) for h in range(blocks)]) for w in within]
+            candidates = [np.concatenate([parent_perm[h] * block + np.array(w[h]) for h in range(blocks)])
+                          for w in within]
         for p in candidates:
             kids = forest.children.get(g, ())
             if not kids:
                 yield {g: p}
                 continue
             def combos(i):
-                if i == len(kids):
+                if i == len(kids):  # noqa: B023 -- combos is consumed within this iteration
                     yield {}
                     return
-                c, b = kids[i]
-                for sub in elements(c, p, b):
+                c, b = kids[i]  # noqa: B023 -- as above
+                for sub in elements(c, p, b):  # noqa: B023 -- as above
                     for rest in combos(i + 1):
                         yield {**sub, **rest}
             for rest in combos(0):

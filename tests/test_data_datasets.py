@@ -60,7 +60,8 @@ def test_normalization_statistics(sirens):
     assert all(torch.allclose(back[k], space[k], atol=1e-6) for k in space.spec.weight_names)
     # per-tensor statistics commute with the permutation symmetry
     perms = ws.random_permutation(space.spec, generator=torch.Generator().manual_seed(0))
-    moved = ws.WeightSpace.from_state_dicts([ws.permute(sd, space.spec, perms) for sd in space.to_state_dicts()], space.spec)
+    moved = ws.WeightSpace.from_state_dicts([ws.permute(sd, space.spec, perms) for sd in space.to_state_dicts()],
+                                            space.spec)
     moved_then_normed = stats.apply(moved)
     normed_then_moved = [ws.permute(sd, space.spec, perms) for sd in normed.to_state_dicts()]
     assert all(torch.allclose(moved_then_normed[k][i], sd[k], atol=1e-6)

@@ -16,7 +16,8 @@ from weightspace.models import SmallCNN
 
 def random_siren_state(gen, keys, out=1):
     shapes = [(32, 2), (32,), (32, 32), (32,), (out, 32), (out,)]
-    return {k: torch.randn(s, generator=gen) * (0.5 if len(s) == 2 and s[1] == 2 else 0.05) for k, s in zip(keys, shapes)}
+    return {k: torch.randn(s, generator=gen) * (0.5 if len(s) == 2 and s[1] == 2 else 0.05)
+            for k, s in zip(keys, shapes)}
 
 
 DWS_KEYS = ["seq.0.weight", "seq.0.bias", "seq.1.weight", "seq.1.bias", "seq.2.weight", "seq.2.bias"]

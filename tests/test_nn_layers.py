@@ -287,3 +287,49 @@ def test_features_round_trip_and_arithmetic():
     assert g.channels == 2 and torch.allclose(g["0.weight"][:, 0], 3 * w["0.weight"])
     with pytest.raises(ws.SpecError, match="one channel"):
         g.to_weightspace()
+
+
+# ------------------------------------------------------------------------------------ NFN (NP / HNP)
+
+
+def test_np_spec_count_matches_the_closed_form_and_is_smaller_than_hnp():
+    """NP (DWSNets / NFN): every neuron set, input and output included, is its own symmetric group,
+    so with all widths >= 4 the count is ``sum_{O, I} prod_g Bell(k_g(O, I)) + sum_O prod_g Bell(k_g(O))``
+    (no fixed entries); HNP keeps input and output fixed and has more coefficients."""
+    from weightspace.nn import io_permutable
+
+    spec = ws.WeightSpaceSpec.mlp([4, 5, 4, 6])
+    nps = io_permutable(spec)
+    axes = {p.name: [lay[0].group if lay else None for lay in p.axes] for p in nps.params}
+    assert all(g is not None for a in axes.values() for g in a)
+
+    def count(*names):
+        groups = [g for n in names for g in axes[n]]
+        return math.prod(_bell(groups.count(g)) for g in set(groups))
+
+    expected = sum(count(o, i) for o in nps.weight_names for i in nps.weight_names)
+    expected += sum(count(o) for o in nps.weight_names)
+    np_params = sum(p.numel() for p in EquivariantLinear(nps, 1, 1).parameters())
+    hnp_params = sum(p.numel() for p in EquivariantLinear(spec, 1, 1).parameters())
+    assert np_params == expected < hnp_params
+
+
+@pytest.mark.parametrize("mode", ["np", "hnp"])
+def test_nfn_models_on_siren_and_cnn(mode, traced_arch):
+    from weightspace.nn import NFN
+
+    for name in ("siren", "small_cnn"):
+        _, _, spec = traced_arch(next(a for a in ARCHITECTURES if a.name == name))
+        w = _weights(spec)
+        assert_invariant(NFN(spec, (3, 3), 2, mode=mode, fourier=2).double(), spec, w, kinds=PERM, trials=2)
+        assert_equivariant(NFN(spec, (3,), None, mode=mode).double(), spec, w, kinds=PERM, trials=2)
+
+
+def test_nfn_refuses_what_it_cannot_express(traced_arch):
+    from weightspace.nn import NFN
+
+    _, _, spec = traced_arch(next(a for a in ARCHITECTURES if a.name == "resnet20"))
+    with pytest.raises(ws.SpecError, match="use weightspace.nn.UNF|Use weightspace.nn.UNF"):
+        NFN(spec, mode="np")
+    with pytest.raises(ValueError, match="io_embed"):
+        NFN(ws.WeightSpaceSpec.mlp([2, 4, 1]), mode="hnp", io_embed=True)

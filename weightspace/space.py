@@ -41,7 +41,8 @@ class WeightSpace:
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
-    def from_state_dicts(cls, state_dicts: Sequence[Mapping[str, torch.Tensor]], spec: WeightSpaceSpec) -> "WeightSpace":
+    def from_state_dicts(cls, state_dicts: Sequence[Mapping[str, torch.Tensor]],
+                         spec: WeightSpaceSpec) -> "WeightSpace":
         if len(state_dicts) == 0:
             raise SpecError("no state dicts given")
         for i, sd in enumerate(state_dicts):
@@ -54,7 +55,8 @@ class WeightSpace:
         return cls.from_state_dicts([{k: v.detach() for k, v in m.state_dict().items()} for m in modules], spec)
 
     @classmethod
-    def unflatten(cls, flat: torch.Tensor, spec: WeightSpaceSpec, buffers: "WeightSpace | None" = None) -> "WeightSpace":
+    def unflatten(cls, flat: torch.Tensor, spec: WeightSpaceSpec,
+                  buffers: "WeightSpace | None" = None) -> "WeightSpace":
         """Inverse of :meth:`flatten`: ``[B, P]`` back to tensors. Plain buffers come from ``buffers``
         (or zeros)."""
         if flat.dim() != 2 or flat.shape[1] != spec.num_weights:
@@ -152,7 +154,8 @@ class WeightSpace:
         keep = set(self.spec.weight_names)
         if isinstance(other, WeightSpace):
             self.spec.require_same(other.spec)
-            return WeightSpace(self.spec, {n: op(t, other.tensors[n]) if n in keep else t for n, t in self.tensors.items()})
+            return WeightSpace(self.spec, {n: op(t, other.tensors[n]) if n in keep else t
+                                           for n, t in self.tensors.items()})
         if isinstance(other, numbers.Number):
             return WeightSpace(self.spec, {n: op(t, other) if n in keep else t for n, t in self.tensors.items()})
         if isinstance(other, torch.Tensor):

@@ -137,7 +137,8 @@ def assert_invariant(fn: Callable[[Any], Any], spec: WeightSpaceSpec, inputs: An
     return _check(fn, spec, inputs, False, None, trials, kinds, generator, dtype, rtol, allow_constant)
 
 
-def assert_equivariant(fn: Callable[[Any], Any], spec: WeightSpaceSpec, inputs: Any, *, out_spec: WeightSpaceSpec | None = None,
+def assert_equivariant(fn: Callable[[Any], Any], spec: WeightSpaceSpec, inputs: Any, *,
+                       out_spec: WeightSpaceSpec | None = None,
                        trials: int = 3, kinds: Iterable[str] | None = None, generator: torch.Generator | None = None,
                        dtype: torch.dtype | None = torch.float64, rtol: float = 1e-9,
                        allow_constant: bool = False) -> SymmetryReport:

@@ -6,7 +6,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 
-from ._data import iter_batches
+from ..data.batches import iter_batches
 
 
 def minibatches(data: Any, batch_size: int, generator: torch.Generator) -> Iterator[tuple[tuple, torch.Tensor]]:

@@ -7,10 +7,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data.batches import iter_batches
+from ..inputs import as_module
 from ..spec.activations import site_activations
+from ..spec.blocks import layout_action
 from ..spec.errors import SpecError
 from ..spec.spec import WeightSpaceSpec
-from ._data import as_module, iter_batches
 from ._tree import group_forest, solve_tree
 from .weight_matching import weight_matching
 
@@ -31,11 +33,9 @@ class SiteStatistics:
         for site in spec.dataflow.sites:
             if site.kind not in kinds:
                 continue
-            off = 0
-            for s in site.layout:
-                if s.group is not None:
-                    self.segments.append((site.id, off, s.group, s.size, s.inner))
-                off += s.length
+            for group, size, inner, off in layout_action(site.layout).segments:
+                if group is not None:
+                    self.segments.append((site.id, off, group, size, inner))
         self.sums: dict[tuple, list] = {}
 
     @staticmethod

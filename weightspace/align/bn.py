@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ._data import iter_batches
+from ..data.batches import iter_batches
 
 
 def batchnorm_modules(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

@@ -7,8 +7,9 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..inputs import as_state
 from ..spec.spec import WeightSpaceSpec
-from ._params import as_state, permute_entries
+from ._params import permute_entries
 from .weight_matching import weight_matching
 
 Perms = dict[str, torch.Tensor]

@@ -33,9 +33,9 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..data.batches import iter_batches
 from ..spec.activations import site_activations
 from ..spec.spec import WeightSpaceSpec
-from ._data import iter_batches
 from .bn import batchnorm_modules, reset_bn_statistics
 
 
@@ -95,7 +95,8 @@ def _with_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> to
 
 @torch.no_grad()
 def neuron_statistics(model: torch.nn.Module, state: Mapping[str, torch.Tensor], data: Any, sites: Sequence[int],
-                      spec: WeightSpaceSpec, batch_size: int | None = 1024) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+                      spec: WeightSpaceSpec,
+                      batch_size: int | None = 1024) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """``{site: (mean [size], std [size])}`` of the pre-activations of ``sites`` over ``data``
     (samples and positions pooled)."""
     m = _with_state(model, state)
@@ -138,10 +139,12 @@ def _set(state: dict, ref: tuple[str, int, int], size: int, fn) -> None:
 
 
 @torch.no_grad()
-def repair(model: torch.nn.Module, merged: Mapping[str, torch.Tensor], endpoints: Sequence[Mapping[str, torch.Tensor]] | None,
+def repair(model: torch.nn.Module, merged: Mapping[str, torch.Tensor],
+           endpoints: Sequence[Mapping[str, torch.Tensor]] | None,
            data: Any, *, weights: Sequence[float] | None = None, spec: WeightSpaceSpec | None = None,
            statistics: list[dict] | None = None, batch_size: int | None = 1024, bn_batch_size: int | None = 256,
-           max_passes: int | None = None, tol: float = 1e-3, eps: float = 1e-6, info: dict | None = None) -> dict[str, torch.Tensor]:
+           max_passes: int | None = None, tol: float = 1e-3, eps: float = 1e-6,
+           info: dict | None = None) -> dict[str, torch.Tensor]:
     """The merged state dict with REPAIR applied (see the module docstring for what is corrected).
 
     ``model``: a module of the architecture (weights ignored). ``merged``: the merged state dict.
@@ -156,7 +159,8 @@ def repair(model: torch.nn.Module, merged: Mapping[str, torch.Tensor], endpoints
     if statistics is None:
         statistics = endpoint_statistics(model, endpoints, data, spec=spec, batch_size=batch_size)
     k = len(statistics)
-    w = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+    w = (torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None
+         else torch.as_tensor(weights, dtype=torch.float64))
     if w.shape != (k,):
         raise ValueError(f"{len(w)} weights for {k} endpoints")
     target = {p.site: (sum(w[i] * statistics[i][p.site][0] for i in range(k)),
@@ -168,8 +172,8 @@ def repair(model: torch.nn.Module, merged: Mapping[str, torch.Tensor], endpoints
 
     for p in bn_points:
         mu, sd = target[p.site]
-        _set(state, p.scale, p.size, lambda t, shape: torch.where(t < 0, -1.0, 1.0) * sd.to(t).view(shape))
-        _set(state, p.shift, p.size, lambda t, shape: mu.to(t).view(shape))
+        _set(state, p.scale, p.size, lambda t, shape, sd=sd: torch.where(t < 0, -1.0, 1.0) * sd.to(t).view(shape))
+        _set(state, p.shift, p.size, lambda t, shape, mu=mu: mu.to(t).view(shape))
     if has_bn:
         state = reset_bn_statistics(model, state, data, batch_size=bn_batch_size)
     passes, residual = 0, 0.0
@@ -184,8 +188,8 @@ def repair(model: torch.nn.Module, merged: Mapping[str, torch.Tensor], endpoints
             a = sd / (s + eps)
             c = mu - a * m
             residual = max(residual, float((a - 1).abs().max()), float((c.abs() / (sd + eps)).max()))
-            _set(state, p.scale, p.size, lambda t, shape: t * a.to(t).view(shape))
-            _set(state, p.shift, p.size, lambda t, shape: t * a.to(t).view(shape) + c.to(t).view(shape))
+            _set(state, p.scale, p.size, lambda t, shape, a=a: t * a.to(t).view(shape))
+            _set(state, p.shift, p.size, lambda t, shape, a=a, c=c: t * a.to(t).view(shape) + c.to(t).view(shape))
         if has_bn:
             state = reset_bn_statistics(model, state, data, batch_size=bn_batch_size)
         if residual < tol:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data.batches import functional_forward
+from ..inputs import as_state
 from ..spec.spec import WeightSpaceSpec
-from ._data import functional_forward
-from ._params import as_state
 from ._train import mean_loss, minibatches
 from ._tree import group_forest, solve_tree
 from .weight_matching import matching_terms
@@ -60,21 +59,17 @@ def apply_soft(spec: WeightSpaceSpec, state: dict[str, torch.Tensor], soft: dict
     segment, ``inner`` blocks kept together)."""
     out = {}
     for name in names:
-        p = spec[name]
         t = state[name]
-        for k, layout in enumerate(p.axes):
-            if layout is None:
-                continue
-            moved = t.movedim(k, 0)
-            pieces, off = [], 0
-            for s in layout:
-                seg = moved[off:off + s.length]
-                if s.group is not None and s.group in soft:
-                    rows = seg.reshape(s.size, -1)
-                    seg = (soft[s.group].to(rows) @ rows).reshape(seg.shape)
+        for action in spec.axis_actions(name):
+            moved = t.movedim(action.axis, 0)
+            pieces = []
+            for group, size, inner, off in action.segments:
+                seg = moved[off:off + size * inner]
+                if group is not None and group in soft:
+                    rows = seg.reshape(size, -1)
+                    seg = (soft[group].to(rows) @ rows).reshape(seg.shape)
                 pieces.append(seg)
-                off += s.length
-            t = torch.cat(pieces, 0).movedim(0, k)
+            t = torch.cat(pieces, 0).movedim(0, action.axis)
         out[name] = t
     return out
 

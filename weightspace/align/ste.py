@@ -6,9 +6,10 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
+from ..data.batches import functional_forward
+from ..inputs import as_state
 from ..spec.spec import WeightSpaceSpec
-from ._data import functional_forward
-from ._params import as_state, permute_entries
+from ._params import permute_entries
 from ._train import mean_loss, minibatches
 from .weight_matching import weight_matching
 

@@ -12,7 +12,8 @@ from ..spec.spec import WeightSpaceSpec
 from ..symmetry.permutation import check_permutations
 from ..spec.blocks import Block
 from ..spec.cache import cached
-from ._params import as_state, permute_entries
+from ..inputs import as_state
+from ._params import permute_entries
 from ._tree import group_forest, solve_tree, tree_score
 
 Perms = dict[str, torch.Tensor]
@@ -22,7 +23,8 @@ Perms = dict[str, torch.Tensor]
 Term = Block
 
 
-def matching_terms(spec: WeightSpaceSpec, roles: tuple[str, ...] = ("parameter", "statistic")) -> dict[str, tuple[Term, ...]]:
+def matching_terms(spec: WeightSpaceSpec,
+                   roles: tuple[str, ...] = ("parameter", "statistic")) -> dict[str, tuple[Term, ...]]:
     """Per group, every (parameter, axis, segment) it acts on, among floating entries of the given roles."""
     def build():
         out = {g: tuple(b for b in blocks if b.role in roles and b.floating) for g, blocks in spec.blocks().items()}

@@ -47,7 +47,7 @@ def run(args) -> int:
         return 0
     s = manifest["summary"]
     print(f"{manifest['num_items']} INRs in {args.out} (this run: {dt:.1f} s); PSNR mean {s['mean_psnr']:.2f} dB, "
-          f"min {s['min_psnr']:.2f} dB; {s['fraction_at_target'] * 100 if s['fraction_at_target'] is not None else 0:.1f}% "
+          f"min {s['min_psnr']:.2f} dB; {100 * (s['fraction_at_target'] or 0):.1f}% "
           f"reached the target; mean {s['mean_steps']:.0f} steps")
     print("splits: " + ", ".join(f"{k} {len(v)}" for k, v in manifest["splits"].items()))
     return 0

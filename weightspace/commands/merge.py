@@ -74,7 +74,7 @@ def load_data(spec: str | None):
     if spec is None:
         return None
     if spec in ("digits", "digits-images"):
-        from ..demo._digits import digits
+        from ..data.digits import digits
         (x, y), _ = digits(image=spec == "digits-images", test_fraction=0.0)
         return x, y
     from ..io import CheckpointError, load_checkpoint
@@ -111,7 +111,8 @@ def _run(args) -> int:
     if data is not None:
         example = data[0][:2]
     elif args.input_shape:
-        example = torch.randn(*[int(s) for s in args.input_shape.split(",")])
+        shape = [int(s) for s in args.input_shape.split(",")]
+        example = torch.randn(*shape, generator=torch.Generator().manual_seed(args.seed))
     else:
         raise ValueError("give --data or --input-shape so the model can be traced")
     spec = WeightSpaceSpec.from_module(model, example)
@@ -121,7 +122,8 @@ def _run(args) -> int:
     weights = [float(w) for w in args.weights.split(",")] if args.weights else None
     needs_data = args.method in ("activation-matching", "ste") or args.reset_bn or args.repair
     if needs_data and data is None:
-        raise ValueError(f"--method {args.method}{' with --reset-bn/--repair' if args.reset_bn or args.repair else ''} needs --data")
+        extra = " with --reset-bn/--repair" if args.reset_bn or args.repair else ""
+        raise ValueError(f"--method {args.method}{extra} needs --data")
     if args.method == "ste" and not labeled:
         raise ValueError("--method ste needs --data with targets")
 
@@ -184,8 +186,11 @@ def _report_pair(args, model, spec, states, aligned_b, data, labeled, seconds) -
     from .. import align, merge
 
     a, b = states
-    dist = lambda x, y: float(torch.sqrt(sum(((x[n] - y[n]) ** 2).sum() for n in spec.weight_names
-                                            if x[n].is_floating_point())))
+
+    def dist(x, y) -> float:
+        return float(torch.sqrt(sum(((x[n] - y[n]) ** 2).sum() for n in spec.weight_names
+                                    if x[n].is_floating_point())))
+
     print(f"L2 distance between A and B: {dist(a, b):.4f} before alignment, {dist(a, aligned_b):.4f} after")
     if not labeled:
         print("(no --data with targets: no barrier table)")

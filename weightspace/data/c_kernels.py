@@ -55,7 +55,8 @@ static void sincos_row(float *__restrict zc, float *__restrict s, int64_t n, flo
         int32_t q = (int32_t)k;
         float r = ((x - k * p1) - k * p2) - k * p3;
         float r2 = r * r;
-        float sp = r + r * r2 * (-1.66666667e-1f + r2 * (8.33333333e-3f + r2 * (-1.98412698e-4f + r2 * 2.75573192e-6f)));
+        float sp = r + r * r2 * (-1.66666667e-1f
+                                 + r2 * (8.33333333e-3f + r2 * (-1.98412698e-4f + r2 * 2.75573192e-6f)));
         float cp = 1.0f + r2 * (-0.5f + r2 * (4.16666667e-2f + r2 * (-1.38888889e-3f + r2 * 2.48015873e-5f)));
         float sv = (q & 1) ? cp : sp;
         float cv = (q & 1) ? sp : cp;
@@ -168,7 +169,7 @@ def _build() -> ctypes.CDLL | None:
             done = subprocess.run([cc, *_FLAGS, "-o", str(lib), str(src)], capture_output=True, text=True)
             if done.returncode != 0:
                 warnings.warn(f"weightspace: could not compile the SIREN C kernels with {cc} "
-                              f"({done.stderr.strip()[:300]}); fitting uses torch ops instead")
+                              f"({done.stderr.strip()[:300]}); fitting uses torch ops instead", stacklevel=2)
                 return None
             os.replace(lib, target)                      # atomic: concurrent workers never see half a file
     lib = ctypes.CDLL(str(target))
@@ -189,7 +190,7 @@ def available() -> bool:
             try:
                 _lib = _build()
             except (OSError, subprocess.SubprocessError) as err:
-                warnings.warn(f"weightspace: SIREN C kernels unavailable ({err}); fitting uses torch ops")
+                warnings.warn(f"weightspace: SIREN C kernels unavailable ({err}); fitting uses torch ops", stacklevel=2)
                 _lib = None
     return _lib is not None
 

@@ -30,7 +30,8 @@ class WeightDataset(torch.utils.data.Dataset):
         if targets.shape[0] != weights.batch_size:
             raise ValueError(f"{targets.shape[0]} targets for {weights.batch_size} networks")
         self.weights, self.targets = weights, targets
-        self.indices = torch.arange(weights.batch_size) if indices is None else torch.as_tensor(indices, dtype=torch.long)
+        self.indices = (torch.arange(weights.batch_size) if indices is None
+                        else torch.as_tensor(indices, dtype=torch.long))
         self.normalize, self.transform = normalize, transform
 
     @property
@@ -218,7 +219,8 @@ def load_zoo(path: str | Path) -> Zoo:
     path = Path(path)
     manifest = read_json(path / "manifest.json")
     if manifest.get("format") != FORMAT:
-        raise ShardError(f"{path / 'manifest.json'}: not a weightspace zoo manifest (format {manifest.get('format')!r})")
+        raise ShardError(f"{path / 'manifest.json'}: not a weightspace zoo manifest "
+                         f"(format {manifest.get('format')!r})")
     if not manifest.get("complete"):
         raise ShardError(f"{path / 'manifest.json'}: the zoo is incomplete (a run was stopped); run the same "
                          "command again to finish it")

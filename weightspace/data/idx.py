@@ -58,7 +58,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     expected = header + math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
-        raise DataFormatError(f"{path}: {what}: header says shape {shape} ({expected} bytes), file has {len(data)} bytes")
+        raise DataFormatError(f"{path}: {what}: header says shape {shape} ({expected} bytes), "
+                              f"file has {len(data)} bytes")
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
 
 

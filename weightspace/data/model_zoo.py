@@ -11,7 +11,9 @@ together: one ``torch.func.vmap`` of ``torch.func.grad`` over their stacked para
 model with its own minibatches, learning rate and weight decay; a model leaves the batch when it
 reaches its own training length. Hyperparameters of model ``i`` come from a generator seeded by
 ``(seed, i)``; minibatches and dropout masks from one seeded by ``(seed, shard, group)``, so a shard
-is reproducible and a resumed run equals an uninterrupted one.
+is reproducible and a resumed run equals an uninterrupted one. Dropout masks are drawn explicitly
+from that generator (:class:`MaskDropout`), never from torch's global random state, which training a
+zoo leaves as it found it.
 """
 from __future__ import annotations
 
@@ -68,13 +70,32 @@ def sample_config(seed: int, index: int, arch: str = "cnn", widths: Sequence[int
                        dropout=float(DROPOUTS[rng.integers(len(DROPOUTS))]),
                        lr=float(math.exp(rng.uniform(math.log(lo), math.log(hi)))),
                        weight_decay=float(math.exp(rng.uniform(math.log(1e-6), math.log(1e-2)))),
-                       init=INITS[rng.integers(len(INITS))], init_std=float(math.exp(rng.uniform(math.log(1e-2), math.log(0.3)))),
+                       init=INITS[rng.integers(len(INITS))],
+                       init_std=float(math.exp(rng.uniform(math.log(1e-2), math.log(0.3)))),
                        steps=int(rng.choice(list(steps))), train_fraction=float(rng.uniform(0.1, 1.0)),
                        batch_size=int(batch_size))
 
 
-def build_model(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: int = 10) -> torch.nn.Module:
-    """The module of a config (``in_shape`` = ``(C, H, W)``)."""
+def build_model(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: int = 10,
+                generator: torch.Generator | None = None) -> torch.nn.Module:
+    """The module of a config (``in_shape`` = ``(C, H, W)``). With ``generator``, its parameters are
+    drawn from it under ``cfg.init`` (:func:`init_model`) and torch's global random state is left
+    alone; without, PyTorch's default initialization draws them from the global state."""
+    if generator is None:
+        return _architecture(cfg, in_shape, num_classes)
+    if cfg.arch not in ("cnn", "mlp"):
+        raise ValueError(f"unknown architecture {cfg.arch!r} (cnn or mlp)")
+    with torch.device("meta"):                                         # no initialization, no random numbers
+        model = _architecture(cfg, in_shape, num_classes)
+    model = model.to_empty(device="cpu")
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for name, t in init_model(model, cfg, generator).items():
+            params[name].copy_(t)
+    return model
+
+
+def _architecture(cfg: ModelConfig, in_shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:
     from ..models import SmallCNN, mlp
 
     if cfg.arch == "cnn":
@@ -117,6 +138,46 @@ def init_model(model: torch.nn.Module, cfg: ModelConfig, generator: torch.Genera
     return out
 
 
+class MaskDropout(torch.nn.Module):
+    """Dropout whose mask is given: in training, ``x * mask / (1 - p)`` with the ``mask`` buffer
+    (passed per model through ``functional_call``, shaped like ``x``); the identity in eval mode.
+    ``in_shape``: the shape of its input in the last eval-mode call (a dry run sizes the masks)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = float(p)
+        self.in_shape: tuple[int, ...] | None = None
+        self.register_buffer("mask", torch.ones(0), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            self.in_shape = tuple(x.shape)
+            return x
+        return x * self.mask.to(x.dtype) * (1.0 / (1.0 - self.p))
+
+
+def explicit_dropout(model: torch.nn.Module, example: torch.Tensor) -> dict[str, MaskDropout]:
+    """Swap every ``nn.Dropout`` of ``model`` for a :class:`MaskDropout` of the same rate, in place,
+    and size them with a dry run on ``example`` (one input batch); returns ``{buffer name: module}``
+    of those that drop something (``p > 0``)."""
+    for module in list(model.modules()):
+        for child_name, child in module.named_children():
+            if isinstance(child, torch.nn.Dropout):
+                setattr(module, child_name, MaskDropout(child.p))
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        model(example)
+    model.train(was)
+    return {f"{name}.mask" if name else "mask": m for name, m in model.named_modules()
+            if isinstance(m, MaskDropout) and m.p > 0}
+
+
+def draw_masks(dropouts: dict[str, MaskDropout], n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Keep-masks ``[n, *in_shape]`` (1 with probability ``1 - p``) for ``n`` models at once."""
+    return {k: torch.empty(n, *m.in_shape).bernoulli_(1 - m.p, generator=generator) for k, m in dropouts.items()}
+
+
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] % (2 ** 63))
 
@@ -124,9 +185,13 @@ def _seed(*parts: int) -> int:
 def train_group(cfgs: list[ModelConfig], indices: list[int], data: dict, seed: int, group_seed: int,
                 eval_batch: int = 2000) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Train models that share ``cfg.group`` at once; ``(state tensors [n, ...], metrics [n])``."""
-    xtr, ytr, xte, yte = data["x_train"], data["y_train"], data["x_test"], data["y_test"]
+    xtr, ytr = data["x_train"], data["y_train"]
     n = len(cfgs)
-    model = build_model(cfgs[0], tuple(xtr.shape[1:]))
+    # the module only lends its structure (the weights are passed in); built without global random numbers
+    model = build_model(cfgs[0], tuple(xtr.shape[1:]),
+                        generator=torch.Generator().manual_seed(_seed(seed, indices[0], 1)))
+    B = cfgs[0].batch_size
+    dropouts = explicit_dropout(model, xtr[:B])
     names = [k for k, _ in model.named_parameters()]
     params = {k: torch.stack([init_model(model, c, torch.Generator().manual_seed(_seed(seed, i, 1)))[k]
                               for c, i in zip(cfgs, indices)]) for k in names}
@@ -137,15 +202,15 @@ def train_group(cfgs: list[ModelConfig], indices: list[int], data: dict, seed: i
     def unflat(f: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: t.reshape(t.shape[0], *shapes[k]) for k, t in zip(names, f.split(sizes, 1))}
 
-    g = torch.Generator().manual_seed(group_seed)
-    torch.manual_seed(group_seed)                                       # dropout masks under vmap
+    g = torch.Generator().manual_seed(group_seed)                       # minibatches and dropout masks
     subsets = [torch.randperm(len(xtr), generator=torch.Generator().manual_seed(_seed(seed, i, 2)))
                [:max(c.batch_size, round(c.train_fraction * len(xtr)))] for c, i in zip(cfgs, indices)]
 
-    def loss(p, x, y):
-        return F.cross_entropy(functional_call(model, p, (x,)), y)
+    def loss(p, masks, x, y):
+        return F.cross_entropy(functional_call(model, {**p, **masks}, (x,)), y)
 
-    grad_fn = vmap(grad(loss), in_dims=(0, 0, 0), randomness="different")
+    # randomness="error": every random number comes from ``g`` (drawn outside), none from the global state
+    grad_fn = vmap(grad(loss), in_dims=(0, 0, 0, 0), randomness="error")
     lr = torch.tensor([c.lr for c in cfgs])
     wd = torch.tensor([c.weight_decay for c in cfgs]).unsqueeze(1)
     steps_needed = torch.tensor([c.steps for c in cfgs])
@@ -156,9 +221,8 @@ def train_group(cfgs: list[ModelConfig], indices: list[int], data: dict, seed: i
     model.train()
     step = 0
     while len(rows):
-        B = cfgs[0].batch_size
         pick = torch.stack([subsets[int(r)][torch.randint(len(subsets[int(r)]), (B,), generator=g)] for r in rows])
-        gr = grad_fn(unflat(flat), xtr[pick], ytr[pick])
+        gr = grad_fn(unflat(flat), draw_masks(dropouts, len(rows), g), xtr[pick], ytr[pick])
         gflat = torch.cat([gr[k].reshape(len(rows), -1) for k in names], 1).add_(flat * wd[rows])
         step += 1
         if sgd:                                                        # SGD with momentum 0.9
@@ -237,14 +301,18 @@ def make_model_zoo(out: str | Path, num_models: int = 200, source: str = "digits
 
     data = load_training_data(source, root, seed)
     cfgs = [sample_config(seed, i, arch, (width,), steps, batch_size) for i in range(num_models)]
-    model = build_model(cfgs[0], tuple(data["x_train"].shape[1:]))
+    model = build_model(cfgs[0], tuple(data["x_train"].shape[1:]),
+                        generator=torch.Generator().manual_seed(_seed(seed, 0, 1)))
     spec = WeightSpaceSpec.from_module(model.eval(), data["x_train"][:2])
     identity = {"source": {"name": data["name"], "train": len(data["x_train"]), "test": len(data["x_test"]),
                            "sha256": fingerprint(data["x_train"], data["y_train"], data["x_test"], data["y_test"])},
                 "recipe": {"arch": arch, "width": width, "steps": list(steps), "batch_size": batch_size,
                            "activations": list(ACTIVATIONS), "optimizers": list(OPTIMIZERS), "inits": list(INITS),
                            "dropouts": list(DROPOUTS), "lr": {"adam": [1e-4, 1e-2], "sgd": [1e-3, 1e-1]},
-                           "weight_decay": [1e-6, 1e-2], "init_std": [1e-2, 0.3], "train_fraction": [0.1, 1.0]},
+                           "weight_decay": [1e-6, 1e-2], "init_std": [1e-2, 0.3], "train_fraction": [0.1, 1.0],
+                           # masks drawn from the group's generator (older zoos used torch's global state):
+                           # a folder begun by the older code is refused rather than resumed with other masks
+                           "dropout_masks": "generator"},
                 "seed": seed}
     run = ZooRun(out, arch, identity, num_models, shard_size,
                  extra={"spec": spec.to_dict(), "splits": {}, "configs": [asdict(c) for c in cfgs]})
@@ -255,7 +323,8 @@ def make_model_zoo(out: str | Path, num_models: int = 200, source: str = "digits
     if progress and todo:
         from tqdm.auto import tqdm
         left = sum(run.shard_range(k)[1] - run.shard_range(k)[0] for k in run.pending())
-        bar = tqdm(total=num_models, initial=num_models - left, desc=f"model zoo {run.out.name}", unit="model", dynamic_ncols=True)
+        bar = tqdm(total=num_models, initial=num_models - left, desc=f"model zoo {run.out.name}", unit="model",
+                   dynamic_ncols=True)
     t0, tally = time.perf_counter(), [0, 0.0]
     try:
         for k in todo:

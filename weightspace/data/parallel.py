@@ -49,7 +49,8 @@ class FitWorkers:
         self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
                                          initargs=(self.threads, os.getpid(), self._queue))
 
-    def fit(self, x: torch.Tensor, idx: torch.Tensor, kw: dict, report) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def fit(self, x: torch.Tensor, idx: torch.Tensor, kw: dict,
+            report) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Split the images into ``workers`` contiguous parts, fit them in parallel, and merge."""
         N = x.shape[0]
         parts = [p for p in torch.arange(N).tensor_split(min(self.workers, N)) if len(p)]

@@ -19,7 +19,8 @@ class ShardError(CheckpointError):
     """A shard or manifest that is missing, corrupt, truncated or inconsistent; the message names the file."""
 
 
-def write_shard(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:
+def write_shard(path: str | Path, tensors: Mapping[str, torch.Tensor],
+                metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``{name: [n, ...]}`` to ``path`` (``.safetensors``) atomically: a temp file in the same
     folder, then a rename, so a killed run never leaves a half-written shard under the real name.
     ``metadata`` is stored as one sorted JSON string (key ``weightspace``), so equal shards are equal
@@ -40,7 +41,8 @@ def _default_mode(path: Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def read_shard(path: str | Path, expect: int | None = None, keys: tuple[str, ...] = ()) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_shard(path: str | Path, expect: int | None = None,
+               keys: tuple[str, ...] = ()) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """``(tensors, metadata)`` of a shard. Raises :class:`ShardError` naming the file when it is
     missing, not a readable safetensors file (truncated, corrupt), lacks one of ``keys``, or its
     tensors do not all hold ``expect`` networks."""

@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence
 
 import torch
 
@@ -197,7 +196,7 @@ class SirenBatch:
         h1 = hs[0]
         L = len(hs) + 1                                                  # layers
         views = self._views(flat)
-        W1, b1, mats, weights = views[0], views[1], views[2:L + 1], views[L + 1:2 * L]
+        _, _, mats, weights = views[0], views[1], views[2:L + 1], views[L + 1:2 * L]
         W1x, W1y, b1c = views[2 * L:]
         bufs = self._buffers(n)
         hbuf, act, zs = bufs["h"], bufs["act"], bufs["z"]

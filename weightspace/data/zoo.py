@@ -226,7 +226,8 @@ def generate_inr_zoo(out: str | Path, images: torch.Tensor, labels: torch.Tensor
         tally[1] += float(psnr.sum())
         if bar is not None:
             bar.update(len(ids))
-            bar.set_postfix_str(f"{tally[0] / (time.perf_counter() - t0):.1f} INR/s, mean PSNR {tally[1] / tally[0]:.1f} dB")
+            bar.set_postfix_str(f"{tally[0] / (time.perf_counter() - t0):.1f} INR/s, "
+                                f"mean PSNR {tally[1] / tally[0]:.1f} dB")
 
     def save(k: int, result) -> None:
         from .siren_batch import SirenLayout

@@ -9,14 +9,15 @@ from ..graph import from_graph, node_permutation, plot_graph, to_graph
 from ..space import WeightSpace
 from ..spec import WeightSpaceSpec
 from ..symmetry import permute, random_permutation
+from ._seeded import reinit
 
 
 def run(out_dir: Path) -> None:
     from ..models import ResidualCNN
 
-    torch.manual_seed(0)
-    model = ResidualCNN(in_channels=1, width=4, num_classes=3)
-    spec = WeightSpaceSpec.from_module(model, torch.randn(2, 1, 8, 8))
+    g = torch.Generator().manual_seed(0)
+    model = reinit(ResidualCNN(in_channels=1, width=4, num_classes=3), g)
+    spec = WeightSpaceSpec.from_module(model, torch.randn(2, 1, 8, 8, generator=g))
     sd = model.state_dict()
     graph = to_graph(sd, spec)
     kinds = torch.bincount(graph.node_type, minlength=7).tolist()
@@ -30,7 +31,7 @@ def run(out_dir: Path) -> None:
     moved = to_graph(permute(sd, spec, perms), spec)
     idx = node_permutation(spec, perms)
     print(f"graph of a permuted network == relabeled graph (node features): {torch.equal(moved.x, graph.x[idx])}")
-    nets = WeightSpace.from_modules([ResidualCNN(1, 4, 3) for _ in range(64)], spec)
+    nets = WeightSpace.from_modules([reinit(ResidualCNN(1, 4, 3), g) for _ in range(64)], spec)
     batch = to_graph(nets)
     print(f"a batch of {batch.num_graphs} networks -> one torch_geometric Batch with {batch.num_nodes} nodes, "
           f"{batch.num_edges} edges")

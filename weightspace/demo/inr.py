@@ -23,7 +23,8 @@ def run(out_dir: Path, n: int = 400, workers: int = 2) -> dict:
           f"{steps.sum().item() / seconds:,.0f} INR-steps/s")
     print(f"PSNR (dB): min {q[0]:.2f}, 10% {q[1]:.2f}, median {q[2]:.2f}, 90% {q[3]:.2f}, max {q[4]:.2f}; "
           f"{(psnr >= 40).float().mean().item() * 100:.1f}% reached 40 dB")
-    print(f"Steps to 40 dB: mean {steps.mean().item():.0f}, median {steps.median().item():.0f}, max {steps.max().item():.0f}")
+    print(f"Steps to 40 dB: mean {steps.mean().item():.0f}, median {steps.median().item():.0f}, "
+          f"max {steps.max().item():.0f}")
     edges = [40, 40.5, 41, 42, 45, float("inf")]
     counts = [int(((psnr >= a) & (psnr < b)).sum()) for a, b in zip(edges[:-1], edges[1:])]
     for (a, b), c in zip(zip(edges[:-1], edges[1:]), counts):
@@ -39,12 +40,10 @@ def run(out_dir: Path, n: int = 400, workers: int = 2) -> dict:
 
 
 def _plot(images, rec, fine, labels, psnr, path: Path, k: int = 8) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure          # drawn without pyplot: no backend or global state touched
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(3, k, figsize=(1.6 * k, 5.2))
+    fig = Figure(figsize=(1.6 * k, 5.2))
+    axes = fig.subplots(3, k)
     rows = [("original 8x8", images), ("INR on 8x8", rec), ("INR at 64x64", fine)]
     for r, (name, imgs) in enumerate(rows):
         for c in range(k):
@@ -62,4 +61,3 @@ def _plot(images, rec, fine, labels, psnr, path: Path, k: int = 8) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -7,11 +7,12 @@ from pathlib import Path
 import torch
 
 from ..align import endpoint_statistics, repair, weight_matching
+from ..data.digits import digits, train_classifier
 from ..merge import barrier_curve, barrier_table, plot_barrier
 from ..models import mlp
 from ..spec import WeightSpaceSpec
 from ..symmetry import permute
-from ._digits import digits, train_classifier
+from ._seeded import reinit
 
 WIDTHS = [64, 128, 128, 10]
 
@@ -22,8 +23,8 @@ def run(out_dir: Path) -> dict:
     models = []
     t0 = time.perf_counter()
     for seed in (0, 1):
-        torch.manual_seed(seed)
-        models.append(train_classifier(mlp(WIDTHS), x_train, y_train, epochs=30, seed=seed))
+        model = reinit(mlp(WIDTHS), torch.Generator().manual_seed(seed))
+        models.append(train_classifier(model, x_train, y_train, epochs=30, seed=seed))
     print(f"trained two MLPs {'-'.join(map(str, WIDTHS))} from seeds 0 and 1 in {time.perf_counter() - t0:.1f} s")
 
     model = models[0]
@@ -54,6 +55,7 @@ def run(out_dir: Path) -> dict:
           f"(barrier {naive.midpoint_loss_barrier:.3f} -> {wm.midpoint_loss_barrier:.3f}); accuracy "
           f"{100 * naive.at(0.5, 'accuracy'):.1f}% -> {100 * wm.at(0.5, 'accuracy'):.1f}% "
           f"(barrier {100 * naive.midpoint_accuracy_barrier:.1f} -> {100 * wm.midpoint_accuracy_barrier:.1f} points)")
-    path = plot_barrier(curves, Path(out_dir) / "merge_barrier.png", title="Two digit MLPs: linear path before and after alignment")
+    path = plot_barrier(curves, Path(out_dir) / "merge_barrier.png",
+                        title="Two digit MLPs: linear path before and after alignment")
     print(f"barrier plot written to {path.resolve()}")
     return {"curves": curves, "plot": path}

@@ -9,6 +9,7 @@ import torch
 from ..space import WeightSpace
 from ..spec import WeightSpaceSpec
 from ..symmetry import flip_sign, permute, random_permutation, random_scaling, random_sign_flip, scale
+from ._seeded import reinit
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -49,14 +50,15 @@ def symmetry_demo(name: str, model: torch.nn.Module, x: torch.Tensor, seed: int 
 def run(out_dir: Path) -> list[dict]:
     from ..models import TinyTransformer, resnet20
 
-    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
     results = []
-    resnet = resnet20(num_classes=10, width=8)
-    results.append(symmetry_demo("ResNet-20 (width 8)", resnet, torch.randn(4, 3, 32, 32)))
-    tr = TinyTransformer(in_features=16, seq_len=8, dim=32, heads=4, depth=2)
-    results.append(symmetry_demo("Transformer (2 layers, 4 heads)", tr, torch.randn(4, 8, 16)))
+    resnet = reinit(resnet20(num_classes=10, width=8), g)
+    results.append(symmetry_demo("ResNet-20 (width 8)", resnet, torch.randn(4, 3, 32, 32, generator=g)))
+    tr = reinit(TinyTransformer(in_features=16, seq_len=8, dim=32, heads=4, depth=2), g)
+    results.append(symmetry_demo("Transformer (2 layers, 4 heads)", tr, torch.randn(4, 8, 16, generator=g)))
     print("\nSummary")
-    print(f"{'model':34s} {'weights':>9s} {'groups':>7s} {'scalings':>9s} {'weight change':>14s} {'output change':>14s}")
+    print(f"{'model':34s} {'weights':>9s} {'groups':>7s} {'scalings':>9s} {'weight change':>14s} "
+          f"{'output change':>14s}")
     for r in results:
         print(f"{r['model']:34s} {r['weights']:9,d} {r['groups']:7d} {r['scalings']:9d} {r['weight_change']:14.3f} "
               f"{r['output_change']:14.2e}")

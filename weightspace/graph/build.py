@@ -29,20 +29,23 @@ ICLR 2024), drawn from the spec's dataflow alone:
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch_geometric.data import Batch, Data
+from torch_geometric.utils import cumsum
 
 from ..space import WeightSpace
 from ..spec.errors import SpecError
 from ..spec.spec import WeightSpaceSpec
 from ..symmetry.permutation import check_permutations
-from ..symmetry.plan import AxisPlan, _segments, axis_index
+from ..spec.blocks import layout_action
+from ..symmetry.plan import axis_index
 from .copy_plan import can_copy, features_by_copy
-from .plan import GraphPlan, graph_plan
+from .plan import GraphPlan, NodeAttrs, graph_plan
 
-NODE_ATTRS = ("node_type", "layer", "node_pos", "activation", "site")
+NODE_ATTRS = tuple(f.name for f in fields(NodeAttrs))      # node_type, layer, node_pos, activation, site
 EDGE_ATTRS = ("edge_type", "edge_len")
 
 
@@ -74,7 +77,7 @@ def _batch_uniform(space: WeightSpace) -> dict[str, torch.Tensor]:
            "edge_index": (plan.edge_index.unsqueeze(1) + offsets.view(1, b, 1)).reshape(2, b * m),
            "extra": extra, "buffers": _buffers(space, plan)}
     for a in NODE_ATTRS:
-        out[a] = getattr(plan, a).repeat(b)
+        out[a] = getattr(plan.nodes, a).repeat(b)
     for a in EDGE_ATTRS:
         out[a] = getattr(plan, a).repeat(b)
     out["_counts"] = (torch.full((b,), n), torch.full((b,), m))
@@ -84,8 +87,7 @@ def _batch_uniform(space: WeightSpace) -> dict[str, torch.Tensor]:
 def _make_batch(t: dict[str, torch.Tensor]) -> Batch:
     nodes, edges = t.pop("_counts")
     b = nodes.numel()
-    ptr = torch.cat([torch.zeros(1, dtype=torch.long), nodes.cumsum(0)])
-    eptr = torch.cat([torch.zeros(1, dtype=torch.long), edges.cumsum(0)])
+    ptr, eptr = cumsum(nodes), cumsum(edges)
     batch = Batch(batch=torch.arange(b).repeat_interleave(nodes), ptr=ptr, **t)
     gptr = torch.arange(b + 1)
     slices = {"x": ptr, "edge_index": eptr, "edge_attr": eptr, "extra": gptr, "buffers": gptr}
@@ -174,8 +176,7 @@ def _mixed(state_dicts: list, specs: list[WeightSpaceSpec]) -> Batch:
            "buffers": torch.cat([pad(p["buffers"], kb) for p, _ in parts])}
     for a in NODE_ATTRS + EDGE_ATTRS:
         cat[a] = torch.cat([p[a] for p, _ in parts])
-    node_start = torch.cat([torch.zeros(1, dtype=torch.long), nodes.cumsum(0)])[:-1]
-    edge_start = torch.cat([torch.zeros(1, dtype=torch.long), edges.cumsum(0)])[:-1]
+    node_start, edge_start = cumsum(nodes)[:-1], cumsum(edges)[:-1]
     node_off, base_n = [], 0
     for p, _ in parts:  # edge indices inside each part count from the part's first node
         cn, ce = p["_counts"]
@@ -201,7 +202,7 @@ def _ranges(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     total = int(lengths.sum())
     if total == 0:
         return torch.zeros(0, dtype=torch.long)
-    begin = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])[:-1]
+    begin = cumsum(lengths)[:-1]
     return torch.repeat_interleave(starts - begin, lengths) + torch.arange(total)
 
 
@@ -244,7 +245,7 @@ def node_permutation(spec: WeightSpaceSpec, perms: Mapping[str, torch.Tensor]) -
     plan = graph_plan(spec)
     index = torch.arange(plan.num_nodes)
     for site in spec.dataflow.sites:
-        idx = axis_index(AxisPlan("", 0, site.size, _segments(site.layout)), perms, index.device, None)
+        idx = axis_index(layout_action(site.layout), perms, index.device, None)
         if idx is not None:
             start = int(plan.site_offset[site.id])
             index[start:start + site.size] = start + idx

@@ -15,10 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch_geometric.utils import cumsum
 
 from ..space import WeightSpace
+from ..spec.cache import cached
 from ..spec.spec import WeightSpaceSpec
-from ..symmetry.plan import cached
 from .plan import GraphPlan, graph_plan
 
 MIN_RUN = 8          # shorter runs are gathered: a copy per run costs more than a gather of a few edges
@@ -63,7 +64,7 @@ def can_copy(space: WeightSpace) -> bool:
 def _build(plan: GraphPlan, spec: WeightSpaceSpec) -> CopyPlan:
     names = list(spec.weight_names)
     sizes = torch.tensor([spec[n].numel for n in names], dtype=torch.long)
-    starts = torch.cumsum(sizes, 0) - sizes                       # first flat column of each parameter
+    starts = cumsum(sizes)[:-1]                                   # first flat column of each parameter
     P, M, fe = plan.num_weights, plan.num_edges, plan.edge_dim
     E = plan.e_src.view(M, fe)
     col0 = E[:, 0].contiguous()
@@ -127,7 +128,8 @@ def features_by_copy(plan: GraphPlan, space: WeightSpace) -> tuple[torch.Tensor,
         if src.stride(1) != 1:
             src = src.contiguous()
         block = e[:, r.m0:r.m0 + r.count]
-        block[:, :, :r.k] = src.as_strided((b, r.count, r.k), (src.stride(0), r.step, 1), src.storage_offset() + r.offset)
+        block[:, :, :r.k] = src.as_strided((b, r.count, r.k), (src.stride(0), r.step, 1),
+                                           src.storage_offset() + r.offset)
         if r.k < plan.edge_dim:
             block[:, :, r.k:] = 0
     if cp.gather_edges.numel():

@@ -19,10 +19,10 @@ def plot_graph(graph, path: str | Path, title: str | None = None, max_edges: int
     Columns are the nodes' ``layer`` depth; nodes of one depth are stacked by site. Weight edges are
     coloured by their value (the mean of a kernel), blue negative to red positive; parameter-free
     edges (residuals, attention, concatenation) are thin grey lines."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from torch_geometric.utils import cumsum
+
     from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure          # drawn without pyplot: no backend or global state touched
 
     if hasattr(graph, "num_graphs"):
         graph = graph.get_example(0)
@@ -35,7 +35,7 @@ def plot_graph(graph, path: str | Path, title: str | None = None, max_edges: int
     counts = torch.bincount(layer, minlength=int(layer.max()) + 1)
     rank = torch.empty(n, dtype=torch.long)
     sorted_layer = layer[order]
-    first = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)[:-1]])
+    first = cumsum(counts)[:-1]
     rank[order] = torch.arange(n) - first[sorted_layer]
     y = (rank.float() - (counts[layer].float() - 1) / 2) / counts.max().clamp_min(1).float()
     xpos = layer.float()
@@ -47,7 +47,8 @@ def plot_graph(graph, path: str | Path, title: str | None = None, max_edges: int
         ei, value, kind = ei[:, keep], value[keep], kind[keep]
     weight = torch.tensor([int(t) in _WEIGHT_EDGES for t in kind.tolist()], dtype=torch.bool)
     diagonal = torch.tensor([int(t) in _DIAGONAL_EDGES for t in kind.tolist()], dtype=torch.bool)
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * (int(layer.max()) + 1)), 7))
+    fig = Figure(figsize=(max(6, 1.3 * (int(layer.max()) + 1)), 7))
+    ax = fig.add_subplot()
     paths = _edge_paths(xpos, y, ei)
     ax.add_collection(LineCollection([paths[i] for i in (~weight & ~diagonal).nonzero().flatten().tolist()],
                                      colors="#b0b0b0", linewidths=0.6, zorder=1, label="identity / attention"))
@@ -75,7 +76,6 @@ def plot_graph(graph, path: str | Path, title: str | None = None, max_edges: int
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
-    plt.close(fig)
     return path
 
 

@@ -5,8 +5,8 @@ from typing import Any, Sequence
 
 import torch
 
+from ..inputs import as_states, hand_back, mergeable
 from ..spec.spec import WeightSpaceSpec
-from ._check import as_states, hand_back, mergeable
 
 
 def weighted_average(models: Sequence[Any], weights: Sequence[float] | None = None,
@@ -14,7 +14,7 @@ def weighted_average(models: Sequence[Any], weights: Sequence[float] | None = No
     """``sum_i w_i * theta_i / sum_i w_i`` entrywise (equal weights by default). ``models``: state
     dicts, one-network WeightSpaces, or one WeightSpace batch ``[N, ...]``."""
     states, as_ws, spec = as_states(models, spec)
-    w = torch.ones(len(states), dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+    w = torch.as_tensor([1.0] * len(states) if weights is None else weights, dtype=torch.float64)
     if w.shape != (len(states),):
         raise ValueError(f"{w.numel()} weights for {len(states)} networks")
     if float(w.sum()) == 0:

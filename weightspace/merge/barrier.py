@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..align._data import functional_forward, iter_batches
+from ..data.batches import functional_forward, iter_batches
 from ..spec.spec import WeightSpaceSpec
 from .interpolate import interpolate
 
@@ -93,7 +93,8 @@ def evaluate(model_fn: Any, state: Mapping[str, torch.Tensor], data: Any, *,
     return total / n, (correct / n if has_acc else None)
 
 
-def barrier_curve(model_fn: Any, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], data: Any, n: int = 11, *,
+def barrier_curve(model_fn: Any, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], data: Any,
+                  n: int = 11, *,
                   loss_fn: Callable | None = None, correct: Callable[[dict, float], dict] | None = None,
                   label: str = "", spec: WeightSpaceSpec | None = None, batch_size: int | None = 1024,
                   progress: bool = False) -> BarrierCurve:

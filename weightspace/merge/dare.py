@@ -5,8 +5,8 @@ from typing import Any, Sequence
 
 import torch
 
+from ..inputs import hand_back
 from ..spec.spec import WeightSpaceSpec
-from ._check import hand_back
 from .task_arithmetic import task_vectors
 from .ties import elect_and_merge
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..inputs import as_states, hand_back, mergeable
 from ..spec.spec import WeightSpaceSpec
-from ._check import as_states, hand_back, mergeable
 
 
 def interpolate(a: Any, b: Any, alpha: float, spec: WeightSpaceSpec | None = None):

@@ -10,13 +10,12 @@ from .barrier import BarrierCurve
 def plot_barrier(curves: BarrierCurve | Sequence[BarrierCurve], path: str | Path, title: str | None = None) -> Path:
     """Write a PNG with the loss (left) and, where known, the accuracy (right) of every curve
     against the interpolation weight ``alpha``; returns the path."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure          # drawn without pyplot: no backend or global state touched
 
     curves = [curves] if isinstance(curves, BarrierCurve) else list(curves)
     with_acc = any(c.accuracy is not None for c in curves)
-    fig, axes = plt.subplots(1, 2 if with_acc else 1, figsize=(11 if with_acc else 5.5, 4.2), squeeze=False)
+    fig = Figure(figsize=(11 if with_acc else 5.5, 4.2))
+    axes = fig.subplots(1, 2 if with_acc else 1, squeeze=False)
     ax_loss = axes[0, 0]
     for c in curves:
         ax_loss.plot(c.alphas, c.loss, marker="o", ms=3, label=f"{c.label} (barrier {c.loss_barrier:.3f})")
@@ -42,5 +41,4 @@ def plot_barrier(curves: BarrierCurve | Sequence[BarrierCurve], path: str | Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import torch
-
+from ..inputs import as_states, hand_back, mergeable
 from ..spec.spec import WeightSpaceSpec
-from ._check import as_states, hand_back, mergeable
 
 
 def task_vectors(base: Any, models: Sequence[Any], spec: WeightSpaceSpec | None = None):

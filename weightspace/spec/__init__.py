@@ -3,9 +3,9 @@ from .activations import site_activations
 from .errors import SpecError, TraceError, UnsupportedOpError
 from .spec import WeightSpaceSpec
 from .trace import register_rule
-from .types import (Dataflow, GroupSpec, Op, ParamSpec, ParamUse, ScaleAction, ScalingSpec, Segment, Site,
-                    SiteView)
+from .types import (OP_ATTRS, Dataflow, GroupSpec, Op, OpKind, ParamSpec, ParamUse, ScaleAction, ScalingSpec,
+                    Segment, Site, SiteView)
 
-__all__ = ["site_activations", "WeightSpaceSpec", "ParamSpec", "GroupSpec", "ScalingSpec", "ScaleAction", "Segment", "Site",
-           "SiteView", "Op", "ParamUse", "Dataflow", "SpecError", "TraceError", "UnsupportedOpError",
-           "register_rule"]
+__all__ = ["site_activations", "WeightSpaceSpec", "ParamSpec", "GroupSpec", "ScalingSpec", "ScaleAction", "Segment",
+           "Site", "SiteView", "Op", "OpKind", "OP_ATTRS", "ParamUse", "Dataflow", "SpecError", "TraceError",
+           "UnsupportedOpError", "register_rule"]

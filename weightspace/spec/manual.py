@@ -7,18 +7,18 @@ import torch
 
 from .errors import SpecError
 from .spec import WeightSpaceSpec
+from .vocab import ELEMENTWISE, parse_activation
 from .types import (Dataflow, GroupSpec, Op, ParamSpec, ParamUse, ScaleAction, ScalingSpec, Segment, Site,
                     SiteView)
 
-POSITIVE_ACTS = {"relu", "leaky_relu", "rrelu", "abs", "prelu"}
-ODD_ACTS = {"tanh", "sin", "softsign", "tanhshrink", "hardshrink", "softshrink", "atan", "asinh", "erf"}
-
-
 def scaling_kinds(activation: str | None) -> tuple[bool, bool]:
-    """(positive, sign) scalings that an activation keeps."""
+    """(positive, sign) scalings that an activation keeps (read from the one vocabulary, ``vocab``)."""
     if activation is None:
         return True, True
-    return activation in POSITIVE_ACTS, activation in ODD_ACTS
+    fn = ELEMENTWISE.get(parse_activation(activation)[0])
+    if fn is None:
+        return False, False
+    return fn.positive, fn.odd
 
 
 def mlp_spec(widths: list[int], activation: str | None, bias: bool, names) -> WeightSpaceSpec:
@@ -44,7 +44,8 @@ def mlp_spec(widths: list[int], activation: str | None, bias: bool, names) -> We
         if in_g and (positive or sign):
             w_scales.append(ScaleAction(1, (Segment(in_g, widths[i]),), -1))
         params.append(ParamSpec(f"{name}.weight", (widths[i + 1], widths[i]),
-                                (lay(out_g, widths[i + 1]), lay(in_g, widths[i])), scales=tuple(sorted_actions(w_scales))))
+                                (lay(out_g, widths[i + 1]), lay(in_g, widths[i])),
+                                scales=tuple(sorted_actions(w_scales))))
         if bias:
             params.append(ParamSpec(f"{name}.bias", (widths[i + 1],), (lay(out_g, widths[i + 1]),),
                                     scales=tuple(b_scales)))

@@ -1,4 +1,7 @@
-"""Specs to and from plain dicts (JSON), so datasets can store the spec beside the weights."""
+"""Specs to and from plain dicts (JSON), so datasets can store the spec beside the weights.
+
+Op kinds are stored as their plain string values (``"linear"``); :class:`~.types.Op` turns them back
+into :class:`~.types.OpKind` members and rejects unknown ones with a :class:`SpecError`."""
 from __future__ import annotations
 
 from typing import Mapping

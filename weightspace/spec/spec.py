@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import torch
 
 from .errors import SpecError
-from .types import (Dataflow, GroupSpec, Layout, Op, ParamSpec, ParamUse, ScaleAction, ScalingSpec, Segment,
-                    Site, SiteView, layout_groups, layout_length)
+from .types import (Dataflow, GroupSpec, ParamSpec, ScalingSpec)
 
 if TYPE_CHECKING:
     from .blocks import AxisAction, Block, GroupForest

@@ -132,7 +132,8 @@ class GroupElement:
                                         for k, vals in self.parts.items()})
 
     def to(self, device) -> "GroupElement":
-        return GroupElement(self.spec, {k: {n: v.to(device) for n, v in vals.items()} for k, vals in self.parts.items()})
+        return GroupElement(self.spec, {k: {n: v.to(device) for n, v in vals.items()}
+                                        for k, vals in self.parts.items()})
 
 
 def as_element(spec: WeightSpaceSpec, element: Any) -> GroupElement:

@@ -60,7 +60,8 @@ def read_nfn_sirens(root: str | Path, prefix: str = "randinit_smaller", split_po
         states.append(sd)
     weights = stack_sirens(states, [found[i][0] for i in order])
     n, (v, t) = len(order), split_points
-    splits = {"train": torch.arange(0, min(v, n)), "val": torch.arange(min(v, n), min(t, n)), "test": torch.arange(min(t, n), n)}
+    splits = {"train": torch.arange(0, min(v, n)), "val": torch.arange(min(v, n), min(t, n)),
+              "test": torch.arange(min(t, n), n)}
     manifest = {"format": "nfn-siren", "kind": "inr", "w0": 30.0, "output_offset": 0.0,
                 "coordinates": "xy" if canonical else "ij", "value_range": [-1.0, 1.0], "prefix": prefix,
                 "num_items": n, "split_points": list(split_points)}

@@ -78,12 +78,13 @@ def read_small_cnn_zoo(root: str | Path, step: int | str | None = "final") -> Zo
         tensors[wn], tensors[bn] = k.contiguous(), rows[:, bs:be].reshape(len(rows), *bshape)
         expect = dict(model.named_parameters())[wn].shape
         if tuple(tensors[wn].shape[1:]) != tuple(expect):
-            raise DataFormatError(f"{lpath}: {kname} has shape {kshape}, which does not fit SmallCNN's {wn} {tuple(expect)}")
+            raise DataFormatError(f"{lpath}: {kname} has shape {kshape}, "
+                                  f"which does not fit SmallCNN's {wn} {tuple(expect)}")
     spec = WeightSpaceSpec.from_module(model.eval(), torch.zeros(2, in_ch, 28, 28))
     ws = WeightSpace(spec, tensors)
     records = {k: torch.from_numpy(v[keep]) for k, v in numeric.items()}
     manifest = {"format": "small-cnn-zoo", "kind": "cnn", "num_items": len(keep), "step": step,
-                "columns": {k: [v[i] for i in keep] for k, v in text.items()}, "layout": [l[0] for l in layout]}
+                "columns": {k: [v[i] for i in keep] for k, v in text.items()}, "layout": [entry[0] for entry in layout]}
     return Zoo(root, manifest, ws, records, {})
 
 

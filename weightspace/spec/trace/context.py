@@ -22,18 +22,15 @@ import torch.fx as fx
 from torch.fx.node import map_aggregate
 
 from ..errors import UnsupportedOpError
+from ..types import OpKind
+from ..vocab import ALL, NONE, POSITIVE, SIGN
 from . import structure as S
 from .labels import ATensor, Feat, InputDim, Space, Uniform, resolve, unify, unify_aligned
 from .state import RawOp, RawParamUse, RawScale, TraceState
-from .tracer import _op_text
 
 _uses = itertools.count(1)
 RULES: dict[str, Callable] = {}
 TARGET_RULES: dict[Any, Callable] = {}
-ALL = S.ALL_KINDS
-POSITIVE = frozenset({"positive"})
-SIGN = frozenset({"sign"})
-NONE = frozenset()
 
 
 def rule(*names: str):
@@ -218,7 +215,7 @@ class RuleContext:
                 self.fail("a computed tensor is read as input features")
             region = lab.region()
             site = self.site_like(region, f"{self.name}.source")
-            self.record("affine", [], site, [self.use("value", x, ["neuron" if i == dim else "fixed"
+            self.record(OpKind.AFFINE, [], site, [self.use("value", x, ["neuron" if i == dim else "fixed"
                                                                   for i in range(x.value.dim())])],
                         {"op": "source"})
             self.scale(x, dim, Feat(site, 0, site.size), +1)
@@ -295,9 +292,12 @@ class RuleContext:
         self.state.param_uses.setdefault(t.param, []).append((self.use_id, tuple(ranges)))
         return RawParamUse(role, t.param, tuple(dims), tuple(ranges))
 
-    def record(self, kind: str, inputs: list[Feat], output: Space, params=(), attrs=None,
+    def record(self, kind: OpKind | str, inputs: list[Feat], output: Space, params=(), attrs=None,
                name: str | None = None) -> RawOp:
-        op = RawOp(kind, name or output.name, list(inputs), output,
+        """A dataflow op of ``kind`` (see :class:`~weightspace.spec.types.OpKind`) writing ``output``;
+        ``attrs`` keys are documented in :data:`~weightspace.spec.types.OP_ATTRS`."""
+        name = name or output.name
+        op = RawOp(OpKind.of(kind, name), name, list(inputs), output,
                    [p for p in params if p is not None], dict(attrs or {}))
         self.state.ops.append(op)
         return op
@@ -320,7 +320,7 @@ class RuleContext:
         shared = isinstance(src, fx.Node) and len(src.users) > 1 and not self.inplace
         if shared:
             site = self.site_like(x.held, diag=self.diag(x.held))
-            self.record("activation", [x.held], site, attrs={"op": opname})
+            self.record(OpKind.ACTIVATION, [x.held], site, attrs={"op": opname})
             y = x.like(y.value, self.remap(x.dims, x.held, site), held=Feat(site, 0, site.size))
             self.absorb(x)
         y.held.space.activations.append((y.held.start, y.held.start + y.held.length, opname))
@@ -337,5 +337,5 @@ class RuleContext:
         return run_rule(self, fn, out, args, kwargs)
 
 
-__all__ = ["RuleContext", "rule", "register_rule", "RULES", "ALL", "POSITIVE", "SIGN", "NONE",
+__all__ = ["RuleContext", "rule", "register_rule", "RULES", "ALL", "POSITIVE", "SIGN", "NONE", "OpKind",
            "ATensor", "Feat", "InputDim", "Uniform", "iter_tensors"]

@@ -8,15 +8,10 @@ from ..errors import TraceError
 from ..spec import WeightSpaceSpec
 from ..types import (Dataflow, GroupSpec, Op, ParamSpec, ParamUse, ScaleAction, ScalingSpec, Segment, Site,
                      SiteView)
+from ..vocab import ACTIVATION_NAMES, parse_activation
 from . import structure as S
 from .labels import Feat
-from .rules.elementwise import ACTIVATIONS
 from .state import TraceState
-
-_NOT_ACTIVATIONS = {"neg", "negative", "nan_to_num", "pad", "sum", "mean", "nansum", "nanmean", "masked_fill",
-                    "where", "interpolate", "upsample", "upsample_nearest", "upsample_bilinear"}
-_ACTIVATION_NAMES = (set(ACTIVATIONS) | {"hardtanh", "clamp", "relu", "prelu", "softmax", "log_softmax",
-                                         "softmin", "normalize"}) - _NOT_ACTIVATIONS
 
 
 class _Namer:
@@ -176,9 +171,9 @@ def extract(state: TraceState) -> WeightSpaceSpec:
     # --- groups: order of first appearance, activation from the sites
     activation: dict[str, str] = {}
     for s, site in zip(state.sites, sites):
-        for start, stop, op in s.activations:
-            base = op.split("(")[0]
-            if base not in _ACTIVATION_NAMES:
+        for start, stop, label in s.activations:
+            base, _ = parse_activation(label)
+            if base not in ACTIVATION_NAMES:
                 continue
             for g in _groups_in(site.layout, start, stop):
                 activation.setdefault(g, base)

@@ -8,10 +8,9 @@ import torch.fx as fx
 from torch.fx.node import map_aggregate
 
 from . import structure as S
-from .context import RuleContext, canonical_name, find_rule, iter_tensors, _function_names, RULES
+from .context import RuleContext, find_rule, iter_tensors, _function_names, RULES
 from .labels import ATensor, Feat, InputDim, Uniform
 from .state import TraceState
-from .tracer import fetch_attr
 
 
 def interpret(graph: fx.Graph, state: TraceState, on_value: Callable[[ATensor], None] | None = None) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from ..types import OpKind
 from . import structure as S
 from .labels import ATensor, Feat, Space
 
@@ -20,7 +21,7 @@ class RawParamUse:
 
 @dataclass
 class RawOp:
-    kind: str
+    kind: OpKind
     name: str
     inputs: list[Feat]
     output: Space

@@ -20,8 +20,10 @@ from __future__ import annotations
 import itertools
 from typing import Iterator
 
+from .. import vocab
+
 _order = itertools.count()
-ALL_KINDS = frozenset({"positive", "sign"})
+ALL_KINDS = vocab.ALL  # the diagonal symmetry kinds: positive rescaling and sign flips
 
 
 class StructureError(Exception):
@@ -110,35 +112,35 @@ def leaves(v: Var) -> Iterator[Var]:
 
 def is_trivial(v: Var) -> bool:
     """True when no permutation survives: every leaf fixed or an unclaimed parameter axis."""
-    return all(l.state == "fixed" or l.origin == "param" for l in leaves(v))
+    return all(lf.state == "fixed" or lf.origin == "param" for lf in leaves(v))
 
 
 def fix(v: Var) -> None:
     """Restrict to the trivial group."""
-    for l in list(leaves(v)):
-        l.state = "fixed"
-        if l.kinds is not None:
-            l.kinds = frozenset()
+    for lf in list(leaves(v)):
+        lf.state = "fixed"
+        if lf.kinds is not None:
+            lf.kinds = frozenset()
 
 
 def restrict_kinds(v: Var, kinds) -> None:
     """Diagonal variables: keep only the kinds of scaling allowed by ``kinds``."""
     kinds = frozenset(kinds)
-    for l in list(leaves(v)):
-        if l.state == "leaf" and l.kinds is not None:
-            l.kinds = l.kinds & kinds
-            if not l.kinds:
-                l.state = "fixed"
+    for lf in list(leaves(v)):
+        if lf.state == "leaf" and lf.kinds is not None:
+            lf.kinds = lf.kinds & kinds
+            if not lf.kinds:
+                lf.state = "fixed"
 
 
 def _claim(v: Var, by: Var) -> None:
     """A free set merged into structure ``v``: parameter-axis leaves become real groups (when ``by``
     was made by an op) and diagonal leaves keep only the kinds ``by`` allows."""
-    for i, l in enumerate(list(leaves(v))):
-        if l.state != "leaf":
+    for i, lf in enumerate(list(leaves(v))):
+        if lf.state != "leaf":
             continue
-        if by.origin == "op" and l.origin == "param":
-            l.origin, l.name, l.order = "op", f"{by.name}.{i}" if i else by.name, by.order
+        if by.origin == "op" and lf.origin == "param":
+            lf.origin, lf.name, lf.order = "op", f"{by.name}.{i}" if i else by.name, by.order
     if by.kinds is not None:
         restrict_kinds(v, by.kinds)
 
@@ -168,7 +170,7 @@ def normalize(v: Var) -> Var:
 
 
 def _all_fixed(v: Var) -> bool:
-    return all(l.state == "fixed" for l in leaves(v))
+    return all(lf.state == "fixed" for lf in leaves(v))
 
 
 # ------------------------------------------------------------------------------------ unification

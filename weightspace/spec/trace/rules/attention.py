@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 from ..context import ATensor, RuleContext, rule
 from .linear import attention_output
-from .util import arg
 
 
 @rule("scaled_dot_product_attention")
@@ -20,7 +19,7 @@ def _sdpa(ctx: RuleContext, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=Fa
     for name, t in (("query", q), ("key", k), ("value", v)):
         if not isinstance(t, ATensor) or t.held is None:
             ctx.fail(f"attention whose {name} is not the output of a parameterized layer")
-    nq, nk, nv = q.value.dim(), k.value.dim(), v.value.dim()
+    nq, nk = q.value.dim(), k.value.dim()
     if q.shape[:-2] != k.shape[:-2] or k.shape[:-2] != v.shape[:-2]:
         if enable_gqa:
             ctx.fail("grouped-query attention (different numbers of query and key heads)")
@@ -68,8 +67,10 @@ def _mha(ctx: RuleContext, query, key, value, embed_dim_to_check, num_heads, in_
     tok = 0  # layout (L, N, E) or (L, E)
     if bias_k is not None:
         n = query.shape[1] if batched else None
-        bk_t = ctx.apply(torch.Tensor.repeat, bias_k, 1, n, 1) if batched else ctx.apply(torch.Tensor.reshape, bias_k, (1, E))
-        bv_t = ctx.apply(torch.Tensor.repeat, bias_v, 1, n, 1) if batched else ctx.apply(torch.Tensor.reshape, bias_v, (1, E))
+        bk_t = (ctx.apply(torch.Tensor.repeat, bias_k, 1, n, 1) if batched
+                else ctx.apply(torch.Tensor.reshape, bias_k, (1, E)))
+        bv_t = (ctx.apply(torch.Tensor.repeat, bias_v, 1, n, 1) if batched
+                else ctx.apply(torch.Tensor.reshape, bias_v, (1, E)))
         k = ctx.apply(torch.cat, [k, bk_t], tok)
         v = ctx.apply(torch.cat, [v, bv_t], tok)
     if add_zero_attn:

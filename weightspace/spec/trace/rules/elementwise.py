@@ -3,6 +3,8 @@
 An elementwise function of one tensor commutes with every permutation of its features; what it
 decides is which diagonal symmetries survive: ``f(s*x) = s*f(x)`` for ``s > 0`` (positively
 homogeneous: ReLU, leaky ReLU, max) or for ``s = -1`` (odd: tanh, sin) or both (identity, linear).
+The kinds of every named function, and the labels recorded in ``Site.activations``, are those of
+:mod:`weightspace.spec.vocab`; arithmetic with constants decides them here, from the constant.
 """
 from __future__ import annotations
 
@@ -11,24 +13,10 @@ import numbers
 
 import torch
 
+from ...vocab import ELEMENTWISE, activation_label
 from .. import structure as S
-from ..context import ALL, NONE, POSITIVE, SIGN, ATensor, Feat, InputDim, RuleContext, Uniform, rule
-from .util import arg, norm_dim
-
-# kinds of diagonal symmetry each activation keeps
-ACTIVATIONS = {
-    "relu": POSITIVE, "leaky_relu": POSITIVE, "rrelu": POSITIVE, "abs": POSITIVE,
-    "tanh": SIGN, "sin": SIGN, "softsign": SIGN, "tanhshrink": SIGN, "hardshrink": SIGN,
-    "softshrink": SIGN, "tan": SIGN, "atan": SIGN, "arctan": SIGN, "asinh": SIGN, "arcsinh": SIGN,
-    "sinh": SIGN, "erf": SIGN, "asin": SIGN, "atanh": SIGN, "neg": ALL, "negative": ALL,
-    "relu6": NONE, "elu": NONE, "selu": NONE, "celu": NONE, "gelu": NONE, "silu": NONE, "mish": NONE,
-    "softplus": NONE, "sigmoid": NONE, "hardsigmoid": NONE, "hardswish": NONE, "logsigmoid": NONE,
-    "cos": NONE, "exp": NONE, "exp2": NONE, "expm1": NONE, "log": NONE, "log2": NONE, "log10": NONE,
-    "log1p": NONE, "sqrt": NONE, "rsqrt": NONE, "square": NONE, "reciprocal": NONE, "sign": NONE,
-    "sgn": NONE, "floor": NONE, "ceil": NONE, "round": NONE, "trunc": NONE, "frac": NONE,
-    "logit": NONE, "erfc": NONE, "erfinv": NONE, "sinc": NONE, "cosh": NONE, "acos": NONE,
-    "nan_to_num": ALL, "i0": NONE, "lgamma": NONE, "digamma": NONE, "glu_half": NONE,
-}
+from ..context import ALL, NONE, ATensor, Feat, InputDim, OpKind, RuleContext, Uniform, rule
+from .util import arg, is_zero
 
 
 def _activation_rule(name: str, kinds):
@@ -41,8 +29,16 @@ def _activation_rule(name: str, kinds):
     return _rule
 
 
-for _name, _kinds in ACTIVATIONS.items():
-    rule(_name)(_activation_rule(_name, _kinds))
+# one generic rule per elementwise function of the vocabulary that has no rule of its own
+for _fn in ELEMENTWISE.values():
+    if _fn.generic:
+        rule(_fn.name)(_activation_rule(_fn.name, _fn.kinds))
+
+
+def _kinds(name: str):
+    """The diagonal symmetry kinds a known elementwise function keeps (none for unknown ones)."""
+    fn = ELEMENTWISE.get(name)
+    return fn.kinds if fn is not None else NONE
 
 
 @rule("hardtanh", "clamp", "clip", "clamp_min", "clamp_max", "threshold")
@@ -64,11 +60,11 @@ def _clamp(ctx: RuleContext, x, *args, **kwargs):
     if isinstance(lo, ATensor) or isinstance(hi, ATensor):
         lo = hi = math.nan
     if lo == 0 and hi is None:
-        kinds, label = POSITIVE, "relu"
+        kinds, label = _kinds("relu"), activation_label("relu")
     elif lo is not None and hi is not None and lo == -hi:
-        kinds, label = SIGN, f"hardtanh({hi:g})"
+        kinds, label = _kinds("hardtanh"), activation_label("hardtanh", f"{hi:g}")
     else:
-        kinds, label = NONE, f"clamp({lo},{hi})"
+        kinds, label = _kinds("clamp"), activation_label("clamp", f"{lo},{hi}")
     if x.held is None:
         return x.like(ctx.out, param=None)
     return ctx.elementwise(x, label, kinds)
@@ -79,7 +75,7 @@ def _pow(ctx: RuleContext, x, exponent=None, *args, **kwargs):
     if isinstance(x, ATensor) and not isinstance(exponent, ATensor):
         if x.held is None:
             return x.like(ctx.out, param=None)
-        return ctx.elementwise(x, f"pow({exponent})", ALL if exponent == 1 else NONE)
+        return ctx.elementwise(x, activation_label("pow", str(exponent)), ALL if exponent == 1 else NONE)
     return _binary(ctx, x, exponent, "pow")
 
 
@@ -89,7 +85,7 @@ def _softmax(ctx: RuleContext, x, *args, **kwargs):
         return ctx.out
     if x.held is None:
         return x.like(ctx.out, param=None)
-    return ctx.elementwise(x, ctx.opname, NONE)
+    return ctx.elementwise(x, ctx.opname, _kinds(ctx.opname))
 
 
 @rule("normalize")
@@ -98,7 +94,7 @@ def _normalize(ctx: RuleContext, x, *args, **kwargs):
         return ctx.out
     if x.held is None:
         return x.like(ctx.out, param=None)
-    return ctx.elementwise(x, "normalize", NONE)
+    return ctx.elementwise(x, "normalize", _kinds("normalize"))
 
 
 @rule("prelu")
@@ -108,14 +104,14 @@ def _prelu(ctx: RuleContext, x, weight):
             ctx.fail("prelu on features that are not a site's values")
         return x.like(ctx.out, param=None)
     site = ctx.site_like(x.held, diag=ctx.diag(x.held))
-    ctx.restrict(x.held, POSITIVE)
+    ctx.restrict(x.held, _kinds("prelu"))
     roles = ["fixed"] * weight.value.dim()
     if weight.value.numel() > 1:
         cdim = 1 if x.value.dim() > 1 else 0
         ctx.unify(weight.dims[0], x.dims[cdim])
         roles[0] = "neuron"
-    ctx.record("affine", [x.held], site, [ctx.use("weight", weight, roles)], {"op": "prelu"})
-    site.activations.append((0, site.size, "prelu"))
+    ctx.record(OpKind.AFFINE, [x.held], site, [ctx.use("weight", weight, roles)], {"op": "prelu"})
+    site.activations.append((0, site.size, activation_label("prelu")))
     ctx.absorb(x)
     return x.like(ctx.out, ctx.remap(x.dims, x.held, site), held=Feat(site, 0, site.size), param=None)
 
@@ -180,8 +176,8 @@ def _broadcast(ctx: RuleContext, a: ATensor, b: ATensor):
 
 def _pick(a, b):
     """The label an output dim takes when two aligned inputs meet: a site's features first."""
-    for test in (lambda l: isinstance(l, Feat) and l.space.is_site, lambda l: isinstance(l, Feat),
-                 lambda l: isinstance(l, InputDim)):
+    for test in (lambda lab: isinstance(lab, Feat) and lab.space.is_site, lambda lab: isinstance(lab, Feat),
+                 lambda lab: isinstance(lab, InputDim)):
         if test(a):
             return a
         if test(b):
@@ -228,11 +224,11 @@ def _binary(ctx: RuleContext, a, b, name: str, alpha=1):
         ctx.unify_aligned(pairs)
         if name in ("mul", "div") and x_first or name == "mul":
             kinds = ALL
-        elif name in ("add", "sub") and _is_zero(other):
+        elif name in ("add", "sub") and is_zero(other):
             kinds = ALL
         else:
             kinds = NONE
-        y = ctx.elementwise(x, f"{name}(const)", kinds)
+        y = ctx.elementwise(x, activation_label(name, "const"), kinds)
         return ATensor(ctx.out, _relabel(dims, x, y), held=y.held)
     ctx.unify_aligned(pairs)
     attn = A.attn or B.attn
@@ -266,23 +262,20 @@ def _relabel(dims: list, x: ATensor, y: ATensor) -> list:
     return dims
 
 
-def _is_zero(t: ATensor) -> bool:
-    return t.param is None and t.value.numel() > 0 and bool((t.value == 0).all())
-
-
 def _with_scalar(ctx: RuleContext, x: ATensor, c, name: str, tensor_first: bool):
     if x.held is None:
         return x.like(ctx.out, param=None) if isinstance(ctx.out, torch.Tensor) else ctx.out
     if name == "mul" or (name == "div" and tensor_first):
         kinds = ALL if c != 0 else NONE
-        label = f"mul({c:g})" if name == "mul" else f"mul({1 / c:g})" if c else "mul(inf)"
+        label = activation_label("mul", f"{c:g}" if name == "mul" else f"{1 / c:g}" if c else "inf")
     elif name in ("add", "sub"):
         if c == 0:
             return x.like(ctx.out) if tensor_first or name == "add" else ctx.elementwise(x, "neg", ALL)
         kinds = NONE
-        label = f"add({c if name == 'add' else -c:g})" if tensor_first else f"rsub({c:g})"
+        label = activation_label("add", f"{c if name == 'add' else -c:g}") if tensor_first else \
+            activation_label("rsub", f"{c:g}")
     else:
-        kinds, label = NONE, f"{name}({c})"
+        kinds, label = NONE, activation_label(name, str(c))
     return ctx.elementwise(x, label, kinds)
 
 
@@ -301,12 +294,12 @@ def _join(ctx: RuleContext, A: ATensor, B: ATensor, pairs, dims, name: str, alph
         diag = ctx.guard(S.unify, ctx.diag(ha), ctx.diag(hb))
         site = ctx.site_like(ha, diag=diag)
         sign = -alpha if name == "sub" else alpha
-        ctx.record("add", [ha, hb], site, attrs={"signs": (1, sign)})
+        ctx.record(OpKind.ADD, [ha, hb], site, attrs={"signs": (1, sign)})
     elif name in ("mul", "div", "maximum", "minimum"):
         ctx.break_diag(ha)
         ctx.break_diag(hb)
         site = ctx.site_like(ha, diag=S.fixed(ha.length))
-        ctx.record("mul", [ha, hb], site, attrs={"op": name})
+        ctx.record(OpKind.MUL, [ha, hb], site, attrs={"op": name})
     else:
         ctx.fail(f"'{name}' of two hidden activations")
     ctx.absorb(A, B)
@@ -348,13 +341,13 @@ def _affine(ctx: RuleContext, x: ATensor, p: ATensor, pairs, dims, name: str, x_
         ctx.fail("a parameter divided by hidden features")
     for k in neuron_dims:
         feat_out = dims[off + k]
-        rel = Feat(site, feat_out.start - x.held.start, feat_out.length, feat_out.path, feat_out.inner, feat_out.outer) \
-            if feat_out.space is x.held.space else tf
+        rel = Feat(site, feat_out.start - x.held.start, feat_out.length, feat_out.path, feat_out.inner,
+                   feat_out.outer) if feat_out.space is x.held.space else tf
         if in_exp is not None:
             ctx.scale(p, k, feat_out, in_exp)
         ctx.scale(p, k, rel, out_exp)
     op = name if x_first or name in ("add", "mul") else f"r{name}"
-    ctx.record("affine", [x.held], site, [ctx.use("value", p, roles)], {"op": op})
+    ctx.record(OpKind.AFFINE, [x.held], site, [ctx.use("value", p, roles)], {"op": op})
     if p.param is None:
         ctx.break_diag(x.held)
         S.fix(site.diag)

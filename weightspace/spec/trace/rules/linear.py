@@ -2,14 +2,12 @@
 and products of two activations (attention scores and attention outputs)."""
 from __future__ import annotations
 
-import math
 import string
 
-import torch
 
 from .. import structure as S
-from ..context import ATensor, Feat, RuleContext, Uniform, rule
-from .util import arg, norm_dim
+from ..context import ATensor, Feat, OpKind, RuleContext, Uniform, rule
+from .util import arg
 
 
 def op_name(ctx: RuleContext, w: ATensor | None) -> str:
@@ -55,7 +53,7 @@ def _linear_core(ctx, x: ATensor, x_dim: int, w: ATensor, w_in: int, w_out: int,
     uses = [ctx.use("weight", w, roles)]
     if bias is not None:
         uses.append(ctx.use("bias", bias, ["fixed"] * (bias.value.dim() - 1) + ["out"]))
-    ctx.record("linear", [fin], site, uses, attrs)
+    ctx.record(OpKind.LINEAR, [fin], site, uses, attrs)
     ctx.absorb(x)
     _computed(ctx, fin, tf, w, bias)
     return tf
@@ -128,7 +126,7 @@ def _conv(ctx: RuleContext, x, weight, *args, **kwargs):
     uses = [ctx.use("weight", weight, roles)]
     if bias is not None:
         uses.append(ctx.use("bias", bias, ["out"]))
-    ctx.record("linear", [fin], site, uses, attrs)
+    ctx.record(OpKind.LINEAR, [fin], site, uses, attrs)
     ctx.absorb(x)
     _computed(ctx, fin, tf, weight, bias)
     dims = list(x.dims)
@@ -193,7 +191,7 @@ def _embedding(ctx: RuleContext, ids, weight, *args, **kwargs):
     tf = Feat(site, 0, site.size)
     ctx.unify(weight.dims[1], tf)
     ctx.scale(weight, 1, tf, +1)
-    ctx.record("linear", [vf], site, [ctx.use("weight", weight, ["in", "out"])],
+    ctx.record(OpKind.LINEAR, [vf], site, [ctx.use("weight", weight, ["in", "out"])],
                {"embedding": True, "padding_idx": arg(args, kwargs, 0, "padding_idx")})
     _computed(ctx, vf, tf, weight)
     dims = list(ids.dims) if isinstance(ids, ATensor) else [None] * (ctx.out.dim() - 1)
@@ -242,7 +240,7 @@ def _einsum(ctx: RuleContext, equation, *operands):
         k = op.value.dim() - len(t.replace("...", ""))
         letters.append(t.replace("...", ell[len(ell) - k:] if k else ""))
     if not _:
-        counts = {c: sum(l.count(c) for l in letters) for c in set("".join(letters))}
+        counts = {c: sum(term.count(c) for term in letters) for c in set("".join(letters))}
         rhs = ell + "".join(sorted(c for c, n in counts.items() if n == 1 and c not in ell))
     else:
         rhs = rhs.replace("...", ell)
@@ -311,9 +309,9 @@ def _out_labels(X: ATensor, lx: str, Y: ATensor, ly: str, lo: str, prefer: Feat 
     dims = []
     for c in lo:
         cands = []
-        for t, l in ((X, lx), (Y, ly)):
-            if c in l and t.shape[l.index(c)] != 1:
-                cands.append(t.dims[l.index(c)])
+        for t, lt in ((X, lx), (Y, ly)):
+            if c in lt and t.shape[lt.index(c)] != 1:
+                cands.append(t.dims[lt.index(c)])
         if prefer is not None:
             cands.sort(key=lambda d: 0 if _within(d, prefer) else 1)
         pick = next((d for d in cands if isinstance(d, Feat)), cands[0] if cands else Uniform(1))
@@ -347,7 +345,8 @@ def _activation_contraction(ctx: RuleContext, X: ATensor, lx: str, Y: ATensor, l
     return ATensor(ctx.out, dims, attn=X.attn or Y.attn)
 
 
-def attention_output(ctx: RuleContext, qk: tuple[Feat, Feat], v: ATensor, dims: list, attrs: dict | None = None) -> ATensor:
+def attention_output(ctx: RuleContext, qk: tuple[Feat, Feat], v: ATensor, dims: list,
+                     attrs: dict | None = None) -> ATensor:
     """softmax(q k^T) v: a new site whose neurons are v's (same group), linear in v's values."""
     held = v.held
     site = ctx.site_like(held, name=f"{ctx.path}.attention" if ctx.path else "attention", diag=ctx.diag(held))
@@ -355,7 +354,7 @@ def attention_output(ctx: RuleContext, qk: tuple[Feat, Feat], v: ATensor, dims: 
                  (1, held.length))
     a = {"heads": heads[0], "head_dim": heads[1]}
     a.update(attrs or {})
-    ctx.record("attention", [qk[0], qk[1], held], site, attrs=a)
+    ctx.record(OpKind.ATTENTION, [qk[0], qk[1], held], site, attrs=a)
     ctx.absorb(v)
     return ATensor(ctx.out, ctx.remap(dims, held, site), held=Feat(site, 0, site.size))
 

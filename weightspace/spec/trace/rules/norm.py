@@ -3,9 +3,9 @@ its own affine parameters; the normalized input's scaling does not survive."""
 from __future__ import annotations
 
 from .. import structure as S
-from ..context import ATensor, Feat, RuleContext, rule
+from ..context import ATensor, Feat, OpKind, RuleContext, rule
 from .linear import op_name
-from .util import arg, norm_dim
+from .util import arg
 
 
 def _norm(ctx: RuleContext, x: ATensor, fdim: int, params: dict, attrs: dict, param_dims: dict,
@@ -50,7 +50,7 @@ def _norm(ctx: RuleContext, x: ATensor, fdim: int, params: dict, attrs: dict, pa
             else:
                 rel = Feat(site, fin.start - region.start, fin.length, (), fin.inner, fin.outer)
                 ctx.scale(p, k, rel, +1)
-    ctx.record("norm", [fin], site, uses, attrs)
+    ctx.record(OpKind.NORM, [fin], site, uses, attrs)
     ctx.absorb(x)
     if (weight is not None and weight.param is None) or (bias is not None and bias.param is None):
         S.fix(site.diag)

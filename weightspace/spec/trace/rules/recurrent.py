@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 
 from .. import structure as S
-from ..context import ATensor, Feat, RuleContext, Uniform, rule
-from .linear import op_name
+from ..context import ATensor, Feat, OpKind, RuleContext, Uniform, rule
 
 _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
@@ -52,7 +51,7 @@ def _rnn(ctx: RuleContext, x, hx, params, has_biases, num_layers, dropout, train
             uses = [ctx.use("weight_ih", w_ih, ["out", "in"]), ctx.use("weight_hh", w_hh, ["out", "in"])]
             if has_biases:
                 uses += [ctx.use("bias_ih", b_ih, ["out"]), ctx.use("bias_hh", b_hh, ["out"])]
-            ctx.record("recurrent", [inp], site, uses, {"mode": mode, "gates": gates, "reverse": bool(d)},
+            ctx.record(OpKind.RECURRENT, [inp], site, uses, {"mode": mode, "gates": gates, "reverse": bool(d)},
                        name=name)
             outs.append(site)
         hidden_sites.extend(outs)
@@ -61,7 +60,7 @@ def _rnn(ctx: RuleContext, x, hx, params, has_biases, num_layers, dropout, train
         else:
             var = S.concat([o.var for o in outs])
             both = ctx.new_site(var.size, f"{base}.l{layer}.both", var=var, diag=S.fixed(var.size))
-            ctx.record("concat", [Feat(o, 0, o.size) for o in outs], both)
+            ctx.record(OpKind.CONCAT, [Feat(o, 0, o.size) for o in outs], both)
             inp = Feat(both, 0, both.size)
     _initial_state(ctx, hx, hidden_sites)
     out_val, *state_vals = ctx.out
@@ -88,7 +87,7 @@ def _stacked(ctx: RuleContext, value: torch.Tensor, sites, name: str) -> ATensor
         return ATensor(value, [None] * value.dim())
     var = S.concat([s.var for s in sites])
     stack = ctx.new_site(var.size, name, var=var, diag=S.fixed(var.size))
-    ctx.record("concat", [Feat(s, 0, s.size) for s in sites], stack, attrs={"axis": 0})
+    ctx.record(OpKind.CONCAT, [Feat(s, 0, s.size) for s in sites], stack, attrs={"axis": 0})
     n = len(sites)
     dims = [Feat(stack, 0, stack.size, (("o", n, h),))] + [None] * (value.dim() - 2) + \
            [Feat(stack, 0, stack.size, (("i", n, h),))]

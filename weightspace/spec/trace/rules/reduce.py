@@ -1,21 +1,16 @@
-"""Reductions and spatial ops: pooling, resampling, padding, flips, cumulative ops."""
+"""Reductions and spatial ops: pooling, resampling, padding, flips, cumulative ops.
+
+The diagonal symmetry kinds each reduction and pooling keeps are in :mod:`weightspace.spec.vocab`."""
 from __future__ import annotations
 
 from dataclasses import replace
 
 import torch
 
+from ...vocab import ALL, NONE, POOLING, REDUCTIONS
 from .. import structure as S
-from ..context import ALL, NONE, POSITIVE, ATensor, Feat, RuleContext, rule
+from ..context import ATensor, Feat, OpKind, RuleContext, rule
 from .util import arg, norm_dim, norm_dims
-
-# how each reduction over positions treats a rescaling of the reduced values
-REDUCTIONS = {"sum": ALL, "mean": ALL, "nansum": ALL, "nanmean": ALL, "amax": POSITIVE, "amin": POSITIVE,
-              "max": POSITIVE, "min": POSITIVE, "norm": POSITIVE, "std": POSITIVE, "var": NONE,
-              "logsumexp": NONE, "prod": NONE, "median": POSITIVE, "nanmedian": POSITIVE,
-              "linalg_vector_norm": POSITIVE, "vector_norm": POSITIVE, "all": NONE, "any": NONE,
-              "argmax": NONE, "argmin": NONE, "count_nonzero": NONE, "aminmax": POSITIVE, "mode": NONE,
-              "var_mean": NONE, "std_mean": NONE}
 
 
 @rule(*REDUCTIONS)
@@ -91,9 +86,7 @@ def _pool_rule(name: str, k: int, kinds):
 
 
 for _k in (1, 2, 3):
-    for _base, _kinds in (("max_pool", POSITIVE), ("avg_pool", ALL), ("adaptive_avg_pool", ALL),
-                          ("adaptive_max_pool", POSITIVE), ("lp_pool", POSITIVE),
-                          ("fractional_max_pool", POSITIVE)):
+    for _base, _kinds in POOLING.items():
         rule(f"{_base}{_k}d")(_pool_rule(f"{_base}{_k}d", _k, _kinds))
         rule(f"{_base}{_k}d_with_indices")(_pool_rule(f"{_base}{_k}d", _k, _kinds))
 
@@ -136,7 +129,7 @@ def _pixel_shuffle(ctx: RuleContext, x, upscale_factor):
         var = S.fixed(lab.length // r2)
     ctx.break_diag(lab)
     site = ctx.new_site(lab.length // r2, var=var, diag=S.fixed(lab.length // r2))
-    ctx.record("rearrange", [lab], site, attrs={"op": "pixel_shuffle", "factor": upscale_factor})
+    ctx.record(OpKind.REARRANGE, [lab], site, attrs={"op": "pixel_shuffle", "factor": upscale_factor})
     ctx.absorb(x)
     dims[c] = Feat(site, 0, site.size)
     return ATensor(ctx.out, dims, held=Feat(site, 0, site.size))

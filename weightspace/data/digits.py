@@ -1,9 +1,12 @@
-"""The embedded digits data set (scikit-learn, 1,797 8x8 images) and a small seeded training loop,
-shared by the merge demo and the tests."""
+"""The embedded digits data set (scikit-learn, 1,797 8x8 images) as a seeded train / test split, and
+a small seeded training loop: what the merge demo, ``weightspace merge --data digits``, the tests and
+the benchmarks train and evaluate classifiers on."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+__all__ = ["digits", "train_classifier"]
 
 
 def digits(image: bool = False, test_fraction: float = 0.3, seed: int = 0):
@@ -23,8 +26,8 @@ def digits(image: bool = False, test_fraction: float = 0.3, seed: int = 0):
     return (x[n_test:], y[n_test:]), (x[:n_test], y[:n_test])
 
 
-def train_classifier(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 30,
-                     lr: float = 1e-3, batch_size: int = 64, seed: int = 0, weight_decay: float = 0.0) -> torch.nn.Module:
+def train_classifier(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 30, lr: float = 1e-3,
+                     batch_size: int = 64, seed: int = 0, weight_decay: float = 0.0) -> torch.nn.Module:
     """Adam on cross-entropy with seeded shuffling; returns the model in eval mode."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)

@@ -1,12 +1,15 @@
-"""Data arguments: a tensor of inputs, an ``(inputs, targets)`` pair, or an iterable of batches."""
+"""Data arguments of the functions that run networks (alignment, REPAIR, BatchNorm reset, barrier
+curves): a tensor of inputs, an ``(inputs, targets)`` pair, or an iterable of batches; and a module
+run on given weights."""
 from __future__ import annotations
 
-import copy
 from typing import Any, Iterator, Mapping
 
 import torch
 
 from ..spec.errors import SpecError
+
+__all__ = ["iter_batches", "functional_forward"]
 
 
 def iter_batches(data: Any, batch_size: int | None = None) -> Iterator[tuple[tuple, torch.Tensor | None]]:
@@ -32,22 +35,6 @@ def iter_batches(data: Any, batch_size: int | None = None) -> Iterator[tuple[tup
                         f"batches, got {type(data).__name__}")
     for batch in data:
         yield from iter_batches(batch, None)
-
-
-def as_module(model: Any, template: torch.nn.Module | None, what: str) -> torch.nn.Module:
-    """A module holding ``model``'s weights: ``model`` itself when it is a module, else a copy of
-    ``template`` with the state dict loaded (strictly: a mismatch names the parameter)."""
-    if isinstance(model, torch.nn.Module):
-        return model
-    if template is None:
-        raise SpecError(f"{what} is a state dict; pass model=<a module of the same architecture> as well")
-    m = copy.deepcopy(template)
-    state = model.state_dict(0) if hasattr(model, "state_dict") and not isinstance(model, Mapping) else model
-    try:
-        m.load_state_dict(state)
-    except RuntimeError as e:
-        raise SpecError(f"{what} does not fit the model: {e}") from None
-    return m
 
 
 def functional_forward(module: torch.nn.Module, state: Mapping[str, torch.Tensor], inputs: tuple) -> torch.Tensor:
