@@ -1,16 +1,17 @@
 """``EquivariantLinear``: the full basis of permutation-equivariant linear maps of a spec's features.
 
-The basis and its grouping come from :mod:`.basis` (once per spec). A forward pass:
+The basis and its grouping come from :mod:`.basis` (once per spec). Internally every tensor is kept
+channels-last (``[B, *axes, C]``; the public ``[B, C, *shape]`` tensors are views of that memory), so
+channel mixing is one matrix product over all positions with no copy. A forward pass:
 
-1. cuts each input tensor ``[B, C, *shape]`` into pieces with fixed axes folded into channels:
-   ``[B, C * F, *group axes]``;
-2. reduces each piece once per distinct input pattern (diagonals, means over pooled blocks):
-   one ``einsum`` each;
-3. per output pattern, concatenates every reduced input along channels, mixes them with one matrix
-   (one ``[C_out * F_out, sum C_in * F_in]`` parameter per output pattern, i.e. one coefficient
-   block per basis term), and places the result on the output's diagonals / broadcasts: one
-   ``einsum`` with identity tensors;
-4. writes pieces back into ``[B, C_out, *shape]`` tensors.
+1. cuts each input tensor into pieces with fixed axes folded into channels:
+   ``[B, *group axes, F * C]`` (a view when the piece has no fixed axis);
+2. reduces each piece once per distinct input pattern: a mean over pooled axes, or an ``einsum``
+   where a diagonal is taken;
+3. per output pattern, multiplies every reduced input by its own block of the pattern's coefficient
+   matrix (one ``[C_in * F_in, C_out * F_out]`` block per basis term) and sums them;
+4. places the result on the output piece: a broadcasting view (an ``einsum`` with identity tensors
+   where a diagonal is written), accumulated in place; pieces are written back into tensors.
 
 No dense ``[P, P]`` matrix is ever built; everything is batched over networks.
 """
@@ -31,28 +32,29 @@ _LETTERS = string.ascii_lowercase + string.ascii_uppercase[:24]  # 'Y', 'Z' stay
 
 
 def _piece_in(x: torch.Tensor, piece: Piece) -> torch.Tensor:
-    """``[B, C, *shape] -> [B, C * F, *group axes]`` for one piece."""
-    b, c = x.shape[:2]
+    """Channels-last ``[B, *shape, C] -> [B, *group axes, F * C]`` for one piece."""
+    b, c = x.shape[0], x.shape[-1]
     for k, (lo, hi) in enumerate(piece.ranges):
-        if (lo, hi) != (0, x.shape[2 + k]):
-            x = x.narrow(2 + k, lo, hi - lo)
+        if (lo, hi) != (0, x.shape[1 + k]):
+            x = x.narrow(1 + k, lo, hi - lo)
     vaxes = piece.vaxes
-    x = x.reshape(b, c, *[a.size for a in vaxes])
+    x = x.reshape(b, *[a.size for a in vaxes], c)
     fixed, groups = piece.fixed_axes, piece.group_axes
-    x = x.permute(0, 1, *[2 + i for i in fixed], *[2 + i for i in groups])
-    return x.reshape(b, c * piece.fixed_numel, *[vaxes[i].size for i in groups])
+    if fixed:
+        x = x.permute(0, *[1 + i for i in groups], *[1 + i for i in fixed], len(vaxes) + 1)
+    return x.reshape(b, *[vaxes[i].size for i in groups], piece.fixed_numel * c)
 
 
 def _piece_out(y: torch.Tensor, piece: Piece, channels: int) -> torch.Tensor:
-    """Inverse of :func:`_piece_in`: ``[B, C * F, *group axes] -> [B, C, *piece shape]``."""
+    """Inverse of :func:`_piece_in`: ``[B, *group axes, F * C] -> [B, *piece shape, C]``."""
     b = y.shape[0]
     vaxes = piece.vaxes
     fixed, groups = piece.fixed_axes, piece.group_axes
-    y = y.reshape(b, channels, *[vaxes[i].size for i in fixed], *[vaxes[i].size for i in groups])
-    order = list(fixed) + list(groups)
-    inverse = [order.index(i) for i in range(len(vaxes))]
-    y = y.permute(0, 1, *[2 + i for i in inverse])
-    return y.reshape(b, channels, *[hi - lo for lo, hi in piece.ranges])
+    if fixed:
+        y = y.reshape(b, *[vaxes[i].size for i in groups], *[vaxes[i].size for i in fixed], channels)
+        order = list(groups) + list(fixed)
+        y = y.permute(0, *[1 + order.index(i) for i in range(len(vaxes))], len(vaxes) + 1)
+    return y.reshape(b, *[hi - lo for lo, hi in piece.ranges], channels)
 
 
 def _delta(n: int, rank: int, like: torch.Tensor) -> torch.Tensor:
@@ -73,16 +75,32 @@ class _Reduction:
         kept = set(term.in_key[2])
         letters = [_LETTERS[c] for c in canon]
         out = "".join(dict.fromkeys(_LETTERS[c] for c in canon if c in kept))
-        self.equation = "ZY" + "".join(letters) + "->ZY" + out
+        self.equation = "Z" + "".join(letters) + "Y->Z" + out + "Y"
         sizes = {}
         for c, a in zip(canon, [src.vaxes[i] for i in src.group_axes]):
             sizes[c] = a.size
+        self.sizes = [src.vaxes[i].size for i in src.group_axes]
         self.count = math.prod(sizes[c] for c in set(canon) - kept)
-        self.trivial = self.equation == "ZY" + out + "->ZY" + out and self.count == 1
+        diagonal = len(set(canon)) != len(canon)
+        # without a diagonal, the reduction is a mean over the pooled axes (kept axes stay in order);
+        # ``plan`` may later derive it from a smaller mean of the same piece (a mean of means)
+        self.pooled = None if diagonal else frozenset(i for i, c in enumerate(canon) if c not in kept)
+        self.parent: tuple | None = None
+        self.dims: tuple[int, ...] = tuple(1 + i for i in sorted(self.pooled)) if self.pooled is not None else ()
+        self.scale = 1.0 / self.count
+
+    def derive_from(self, key: tuple, pooled: frozenset) -> None:
+        """Compute this mean from the mean over ``pooled`` (a subset of this one's pooled axes)."""
+        kept_there = [i for i in range(max(self.pooled | pooled) + 1) if i not in pooled]
+        self.parent = key
+        self.dims = tuple(1 + kept_there.index(i) for i in sorted(self.pooled - pooled))
+        self.scale = 1.0 / math.prod(self.sizes[i] for i in self.pooled - pooled)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.trivial:
-            return x
+        """``x``: the piece, or the parent reduction when there is one."""
+        if self.pooled is not None:
+            # sum, then scale the small result: the backward is an expand, not a full-size division
+            return x.sum(self.dims) * self.scale if self.dims else x
         y = torch.einsum(self.equation, x)
         return y / self.count if self.count != 1 else y
 
@@ -110,13 +128,17 @@ class _Placement:
             deltas.append((term.sizes[b], ([z_letter[b]] if b in z_letter else []) + own))
         out_letters = [per_pos[i] for i in range(len(self.blocks))]
         self.deltas = [(n, len(ls)) for n, ls in deltas]
-        self.equation = ",".join(["ZY" + "".join(z_letter[b] for b in self.kept)] + ["".join(ls) for _, ls in deltas])
-        self.equation += "->ZY" + "".join(out_letters)
-        self.trivial = not deltas
+        self.equation = ",".join(["Z" + "".join(z_letter[b] for b in self.kept) + "Y"]
+                                 + ["".join(ls) for _, ls in deltas])
+        self.equation += "->Z" + "".join(out_letters) + "Y"
+        # without a diagonal, placing is a view with size-1 axes where the output broadcasts
+        single = all(len(pos) == 1 for pos in positions.values())
+        self.view = [term.sizes[b] if b in z_letter else 1 for b in self.blocks] if single else None
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        if self.trivial:
-            return z
+        """``z [B, *kept, C]`` -> a tensor broadcastable to ``[B, *output group axes, C]``."""
+        if self.view is not None:
+            return z.reshape(z.shape[0], *self.view, z.shape[-1])
         return torch.einsum(self.equation, z, *[_delta(n, r, z) for n, r in self.deltas])
 
 
@@ -139,8 +161,13 @@ class EquivariantLinear(nn.Module):
         self.reductions: dict[tuple, _Reduction] = {}
         self.groups: list[tuple[int, _Placement, list[tuple[tuple, tuple[int, ...], int]]]] = []
         self.weights = nn.ParameterList()
+        self.by_param: dict[str, list[int]] = {n: [] for n in spec.weight_names}
+        for i, pc in enumerate(self.pieces):
+            if pc is not CONSTANT:
+                self.by_param[pc.param].append(i)
         fan_in: dict[int, int] = {}
-        for key, terms in b.terms_by_output().items():
+        by_output = sorted(b.terms_by_output().items(), key=lambda kv: (kv[0][0], -len(kv[0][2])))
+        for key, terms in by_output:
             inputs = []
             for t in terms:
                 if t.in_key not in self.reductions:
@@ -149,10 +176,28 @@ class EquivariantLinear(nn.Module):
                 inputs.append((t.in_key, t.in_order, width))
             self.groups.append((terms[0].dst, _Placement(terms[0]), inputs))
             fan_in[terms[0].dst] = fan_in.get(terms[0].dst, 0) + sum(w for *_, w in inputs)
+        self.reduction_order = self._plan_reductions()
         for dst, _, inputs in self.groups:
             rows = out_channels * self.pieces[dst].fixed_numel
             w = torch.randn(rows, sum(width for *_, width in inputs)) / math.sqrt(fan_in[dst])
             self.weights.append(nn.Parameter(w))
+
+    def _plan_reductions(self) -> list[tuple]:
+        """Order the reductions so that a mean over more axes is taken from the largest mean over a
+        subset of them already computed (a mean of means); only the smallest touch the full piece."""
+        order = sorted(self.reductions, key=lambda k: (self.reductions[k].pooled is None,
+                                                       len(self.reductions[k].pooled or ())))
+        done: dict[int, list[tuple[frozenset, tuple]]] = {}
+        for key in order:
+            red = self.reductions[key]
+            if red.pooled is None or not red.pooled:
+                continue
+            subsets = [(p, k) for p, k in done.get(red.src, []) if p and p < red.pooled]
+            if subsets:
+                pooled, parent = max(subsets, key=lambda pk: len(pk[0]))
+                red.derive_from(parent, pooled)
+            done.setdefault(red.src, []).append((red.pooled, key))
+        return order
 
     def forward(self, x: WeightSpaceFeatures) -> WeightSpaceFeatures:
         if not isinstance(x, WeightSpaceFeatures):
@@ -165,29 +210,45 @@ class EquivariantLinear(nn.Module):
         dtype = weight.dtype if weight is not None else ref.dtype
         cut = {}
         for i, pc in enumerate(self.pieces):
-            cut[i] = ref.new_ones(b, 1, dtype=dtype) if pc is CONSTANT else _piece_in(x.tensors[pc.param], pc)
-        reduced = {key: red(cut[red.src]) for key, red in self.reductions.items()}
-        out_pieces: dict[int, torch.Tensor] = {}
+            if pc is CONSTANT:
+                cut[i] = ref.new_ones(b, 1, dtype=dtype)
+            else:
+                cut[i] = _piece_in(x.tensors[pc.param].movedim(1, -1).to(dtype), pc)   # channels last
+        reduced: dict[tuple, torch.Tensor] = {}
+        for key in self.reduction_order:
+            red = self.reductions[key]
+            reduced[key] = red(reduced[red.parent] if red.parent is not None else cut[red.src])
+        out_pieces: dict[int, list] = {}
         for (dst, place, inputs), w in zip(self.groups, self.weights):
             zs = []
             for key, order, _ in inputs:
                 z = reduced[key]
                 if order != tuple(range(len(order))):
-                    z = z.permute(0, 1, *[2 + i for i in order])
+                    z = z.permute(0, *[1 + i for i in order], z.dim() - 1)
                 zs.append(z)
-            z = torch.cat(zs, 1) if len(zs) > 1 else zs[0]
-            z = torch.einsum("oc,bc...->bo...", w, z)
-            y = place(z)
-            out_pieces[dst] = y if dst not in out_pieces else out_pieces[dst] + y
+            z = torch.cat(zs, -1) if len(zs) > 1 else zs[0]
+            z = z * w[:, 0] if w.shape[1] == 1 else torch.matmul(z, w.t())   # channel mix
+            out_pieces.setdefault(dst, []).append(place(z))
+        for dst, ys in out_pieces.items():        # smallest first: broadcasts meet full size late
+            ys.sort(key=torch.Tensor.numel)
+            acc = ys[0]
+            for y in ys[1:]:
+                acc = acc + y
+            out_pieces[dst] = acc
         out = {}
-        for name in self.spec.weight_names:
+        for name, owned in self.by_param.items():
             shape = self.spec[name].shape
-            t = ref.new_zeros(b, self.out_channels, *shape, dtype=dtype)
-            for i, pc in enumerate(self.pieces):
-                if pc.param == name and i in out_pieces:
-                    sl = (slice(None), slice(None)) + tuple(slice(lo, hi) for lo, hi in pc.ranges)
-                    t[sl] = _piece_out(out_pieces[i], pc, self.out_channels)
-            out[name] = t
+            if len(owned) == 1:                                  # one piece: no assembly needed
+                pc = self.pieces[owned[0]]
+                y = out_pieces[owned[0]].expand(b, *[pc.vaxes[k].size for k in pc.group_axes], -1)
+                out[name] = _piece_out(y, pc, self.out_channels).movedim(-1, 1)
+                continue
+            t = ref.new_zeros(b, *shape, self.out_channels, dtype=dtype)
+            for i in owned:
+                pc = self.pieces[i]
+                y = out_pieces[i].expand(b, *[pc.vaxes[k].size for k in pc.group_axes], -1)
+                t[(slice(None),) + tuple(slice(lo, hi) for lo, hi in pc.ranges)] = _piece_out(y, pc, self.out_channels)
+            out[name] = t.movedim(-1, 1)
         return WeightSpaceFeatures(self.spec, out)
 
     def extra_repr(self) -> str:

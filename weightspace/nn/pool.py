@@ -32,6 +32,6 @@ class InvariantPool(nn.Module):
         x.check(self.spec, what="InvariantPool")
         out = []
         for pc in self.pieces:
-            t = _piece_in(x.tensors[pc.param], pc)
-            out.append(t.mean(dim=tuple(range(2, t.dim()))) if t.dim() > 2 else t)
+            t = _piece_in(x.tensors[pc.param].movedim(1, -1), pc)     # [B, *group axes, F * C]
+            out.append(t.mean(dim=tuple(range(1, t.dim() - 1))) if t.dim() > 2 else t)
         return torch.cat(out, 1)

@@ -1,0 +1,237 @@
+"""Equivariant weight-space layers: throughput and peak memory against the `nfn` package.
+
+Forward + backward of a stack of equivariant linear layers (ReLU between, mean-squared output as
+the loss) on batches of SIREN 2-32-32-1 weight sets, side by side with `nfn`'s NPLinear / HNPLinear
+at equal width, each configuration in a fresh subprocess (peak RSS during the steps above the resident
+memory after setup).
+`nfn` is the NFN paper's own package; it is installed only in the benchmark's environment
+(`make bench-layers`), never a dependency of weightspace. Without it, the table has our rows only.
+
+Also: UNF on 64 ResNet-20 and 64 Transformer-block weight sets (nfn has no layer for them), and a
+check that nfn's NP layer lies in the span of ours: our layer is linear in its coefficients, so the
+coefficients reproducing nfn's map are found by least squares, and the residual is printed.
+
+    python benchmarks/bench_layers.py [--quick] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def _rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _current_mb() -> float:
+    """Resident memory now (MB), from /proc (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _siren_spec():
+    import torch
+
+    import weightspace as ws
+    from weightspace.models import SIREN
+
+    return ws.WeightSpaceSpec.from_module(SIREN(2, (32, 32), 1), torch.zeros(1, 2))
+
+
+def _nfn_inputs(batch, channels, gen):
+    import torch
+    from nfn.common import WeightSpaceFeatures as NFeat
+
+    shapes = [(32, 2), (32, 32), (1, 32)]
+    w = [torch.randn(batch, channels, *s, generator=gen, requires_grad=True) for s in shapes]
+    b = [torch.randn(batch, channels, s[0], generator=gen, requires_grad=True) for s in shapes]
+    return NFeat(w, b), w + b
+
+
+def _nfn_stack(mode, layers, width):
+    import torch
+    from nfn.common import ArraySpec, NetworkSpec
+    from nfn.layers import HNPLinear, NPLinear, TupleOp
+
+    spec = NetworkSpec([ArraySpec((32, 2)), ArraySpec((32, 32)), ArraySpec((1, 32))],
+                       [ArraySpec((32,)), ArraySpec((32,)), ArraySpec((1,))])
+    cls = NPLinear if mode == "np" else HNPLinear
+    mods, prev = [], 1
+    for _ in range(layers):
+        mods += [cls(spec, prev, width), TupleOp(torch.nn.ReLU())]
+        prev = width
+    return torch.nn.Sequential(*mods)
+
+
+def _ours_stack(spec, layers, width):
+    import torch
+
+    from weightspace.nn import EquivariantLinear, Pointwise
+
+    mods, prev = [], 1
+    for _ in range(layers):
+        mods += [EquivariantLinear(spec, prev, width), Pointwise(torch.relu)]
+        prev = width
+    return torch.nn.Sequential(*mods)
+
+
+def run_one(cfg: dict) -> dict:
+    """One configuration, in this (fresh) process: networks/s of forward + backward, peak RSS."""
+    import torch
+
+    torch.set_num_threads(cfg["threads"])
+    gen = torch.Generator().manual_seed(0)
+    impl, mode, layers, width, batch = cfg["impl"], cfg["mode"], cfg["layers"], cfg["width"], cfg["batch"]
+    if impl == "nfn":
+        model = _nfn_stack(mode, layers, width)
+
+        def step():
+            feats, leaves = _nfn_inputs(batch, 1, gen)
+            out = model(feats)
+            loss = sum(t.square().mean() for t in (*out.weights, *out.biases))
+            loss.backward()
+    else:
+        import weightspace as ws
+        from weightspace.nn import UNF, WeightSpaceFeatures, io_permutable
+
+        if cfg["arch"] == "siren":
+            spec = _siren_spec()
+            spec = io_permutable(spec) if mode == "np" else spec
+            model = _ours_stack(spec, layers, width)
+
+            def step():
+                x = WeightSpaceFeatures(spec, {n: torch.randn(batch, 1, *spec[n].shape, generator=gen,
+                                                              requires_grad=True) for n in spec.weight_names})
+                out = model(x)
+                sum(t.square().mean() for t in out.tensors.values()).backward()
+        else:
+            from weightspace.models import TinyTransformer, resnet20
+
+            if cfg["arch"] == "resnet20":
+                net, x0 = resnet20(width=8), torch.zeros(1, 3, 32, 32)
+            else:
+                net, x0 = TinyTransformer(depth=1), torch.zeros(1, 8, 16)
+            spec = ws.WeightSpaceSpec.from_module(net.eval(), x0)
+            model = UNF(spec, channels=(width,) * layers, out_features=10)
+            sd = {k: v.detach() for k, v in net.state_dict().items()}
+            w = ws.WeightSpace.from_state_dicts([sd] * batch, spec)
+
+            def step():
+                model(w).square().mean().backward()
+    base = _current_mb()            # after setup: the model and its plans are resident
+    step()  # warm-up (plans, allocator)
+    times = []
+    for _ in range(cfg["repeats"]):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    best = min(times)
+    params = sum(p.numel() for p in model.parameters())
+    return {"nets_per_s": batch / best, "seconds": best, "peak_mb": _rss_mb() - base, "params": params}
+
+
+def in_subprocess(cfg: dict) -> dict | None:
+    out = subprocess.run([sys.executable, __file__, "--one", json.dumps(cfg)], capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"  ({cfg['impl']} {cfg['mode']} failed: {out.stderr.strip().splitlines()[-1] if out.stderr else ''})")
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def span_check() -> float | None:
+    """Least-squares residual of nfn's NPLinear (random coefficients) in the span of our NP layer."""
+    try:
+        import nfn  # noqa: F401
+    except ImportError:
+        return None
+    import torch
+    from nfn.common import WeightSpaceFeatures as NFeat
+
+    from weightspace.nn import EquivariantLinear, WeightSpaceFeatures, io_permutable
+
+    torch.manual_seed(0)
+    spec = io_permutable(_siren_spec())
+    ref = _nfn_stack("np", 1, 1)[0].double()
+    ours = EquivariantLinear(spec, 1, 1).double()
+    params = list(ours.parameters())
+    names = spec.weight_names
+    gen = torch.Generator().manual_seed(1)
+    xs = [{n: torch.randn(4, 1, *spec[n].shape, generator=gen, dtype=torch.float64) for n in names}
+          for _ in range(6)]
+
+    def flat_ref(x):
+        out = ref(NFeat([x[n] for n in names[0::2]], [x[n] for n in names[1::2]]))
+        return torch.cat([t.reshape(-1) for pair in zip(out.weights, out.biases) for t in pair])
+
+    def flat_ours(x):
+        out = ours(WeightSpaceFeatures(spec, x))
+        return torch.cat([out[n].reshape(-1) for n in names])
+
+    target = torch.cat([flat_ref(x) for x in xs]).detach()
+    cols = []
+    with torch.no_grad():
+        for p in params:
+            p.zero_()
+        for p in params:
+            for k in range(p.numel()):
+                p.view(-1)[k] = 1.0
+                cols.append(torch.cat([flat_ours(x) for x in xs]))
+                p.view(-1)[k] = 0.0
+    basis = torch.stack(cols, 1)
+    coef = torch.linalg.lstsq(basis, target).solution
+    return float((basis @ coef - target).abs().max() / target.abs().max())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small batches, fewer repeats")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(run_one(json.loads(args.one))))
+        return
+    try:
+        import nfn  # noqa: F401
+        have_nfn = True
+    except ImportError:
+        have_nfn = False
+        print("(nfn is not installed in this environment: `make bench-layers` builds one that has it)")
+    rows = []
+    sizes = [(2, 16, 256, 5)] + ([] if args.quick else [(3, 512, 16, 2)])
+    for layers, width, batch, repeats in sizes:
+        for mode in ("np", "hnp"):
+            base = {"mode": mode, "layers": layers, "width": width, "batch": batch, "repeats": repeats,
+                    "threads": args.threads, "arch": "siren"}
+            ref = in_subprocess({**base, "impl": "nfn"}) if have_nfn else None
+            ours = in_subprocess({**base, "impl": "ours"})
+            rows.append((f"SIREN 2-32-32-1, {layers} x {width} ch, {mode.upper()}, batch {batch}", ours, ref))
+    for arch in ("resnet20", "transformer"):
+        cfg = {"impl": "ours", "mode": "unf", "layers": 2, "width": 16, "batch": 16 if args.quick else 64,
+               "repeats": 2, "threads": args.threads, "arch": arch}
+        rows.append((f"UNF 2 x 16 ch on {cfg['batch']} {arch} weight sets", in_subprocess(cfg), None))
+    head = f"| {'configuration':48s} | {'ours nets/s':>11s} | {'ours peak MB':>12s} | {'nfn nets/s':>10s} | " \
+           f"{'nfn peak MB':>11s} | {'speed ratio':>11s} |"
+    print(head)
+    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    for name, ours, ref in rows:
+        o_s = f"{ours['nets_per_s']:,.1f}" if ours else "-"
+        o_m = f"{ours['peak_mb']:,.0f}" if ours else "-"
+        r_s = f"{ref['nets_per_s']:,.1f}" if ref else "-"
+        r_m = f"{ref['peak_mb']:,.0f}" if ref else "-"
+        ratio = f"{ours['nets_per_s'] / ref['nets_per_s']:.2f}x" if ours and ref else "-"
+        print(f"| {name:48s} | {o_s:>11s} | {o_m:>12s} | {r_s:>10s} | {r_m:>11s} | {ratio:>11s} |")
+    res = span_check()
+    if res is not None:
+        print(f"\nnfn's NPLinear in the span of our NP layer: relative least-squares residual {res:.2e}")
+    print(f"(threads {args.threads}, torch {__import__('torch').__version__}, pid {os.getpid()})")
+
+
+if __name__ == "__main__":
+    main()
