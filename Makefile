@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: test lint demo bench bench-align install clean
+.PHONY: test lint demo bench bench-align bench-layers install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,11 +34,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_graph.py
 	$(PY) benchmarks/bench_fit.py --root $(MNIST_ROOT)
 
-# The `rebasin` package is the alignment benchmark's reference; it lives in its own environment
-# and is never a dependency of weightspace.
+# The `rebasin` and `nfn` packages are the alignment and layer benchmarks' references; they live in their own environment
+# and are never dependencies of weightspace.
 $(BENCH_VENV)/.installed:
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/pip install -q "$(TORCH_SPEC)" rebasin -e .
+	$(BENCH_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)" rebasin nfn -e .
 	touch $@
 
 bench-align: $(STAMP) $(BENCH_VENV)/.installed
@@ -46,3 +46,6 @@ bench-align: $(STAMP) $(BENCH_VENV)/.installed
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis
+
+bench-layers: $(STAMP) $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python benchmarks/bench_layers.py

@@ -12,8 +12,9 @@ when ``--root`` is given (the first ``--mnist-limit`` train and test images). On
 and seed, with no augmentation, each family alone and all combined; test accuracy mean +- std over
 the seeds and the train/test gap (accuracy on the un-augmented training set minus test accuracy).
 The classifier is a model factory ``factory(spec, num_classes) -> module(WeightSpace) -> logits``
-picked with ``--model``: until the equivariant models land, ``flat-mlp`` (an MLP on the flattened
-weights, the baseline of DWSNets / NFN tables); add a factory to ``MODELS`` to run them here.
+picked with ``--model``: ``flat-mlp`` (``weightspace.nn.FlatMLP``, an MLP on the flattened weights,
+the baseline of DWSNets / NFN tables), ``unf`` (``weightspace.nn.UNF``, equivariant layers) or
+``nfn-np`` (NFN's NP layers with IO embeddings); graph metanetworks plug into ``MODELS`` the same way.
 Augmentations act on the raw weights; per-tensor normalization (training-split statistics) follows.
 Training runs on one thread by default (robust on a shared 2-core machine; ``--threads``).
 
@@ -38,6 +39,7 @@ from tqdm.auto import tqdm
 
 import weightspace as ws
 from weightspace import augment as A
+from weightspace.nn import NFN, UNF, FlatMLP
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,23 +47,20 @@ REPO = Path(__file__).resolve().parent.parent
 # ------------------------------------------------------------------------------------ models
 
 
-class FlatMLP(nn.Module):
-    """An MLP on the flattened weight vector ``[B, P]`` (not invariant to anything)."""
-
-    def __init__(self, spec: ws.WeightSpaceSpec, num_classes: int, hidden: int = 256, depth: int = 2,
-                 dropout: float = 0.1):
-        super().__init__()
-        layers, width = [], spec.num_weights
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
-            width = hidden
-        self.net = nn.Sequential(*layers, nn.Linear(width, num_classes))
-
-    def forward(self, w: ws.WeightSpace) -> torch.Tensor:
-        return self.net(w.flatten())
+def _flat_mlp(spec: ws.WeightSpaceSpec, num_classes: int) -> nn.Module:
+    return FlatMLP(spec, (256, 256), num_classes, dropout=0.1)
 
 
-MODELS = {"flat-mlp": FlatMLP}   # name -> factory(spec, num_classes) -> module(WeightSpace) -> logits
+def _unf(spec: ws.WeightSpaceSpec, num_classes: int) -> nn.Module:
+    return UNF(spec, channels=(16, 16), out_features=num_classes)
+
+
+def _nfn_np(spec: ws.WeightSpaceSpec, num_classes: int) -> nn.Module:
+    return NFN(spec, channels=(16, 16), out_features=num_classes, mode="np", io_embed=True)
+
+
+# name -> factory(spec, num_classes) -> module(WeightSpace) -> logits
+MODELS = {"flat-mlp": _flat_mlp, "unf": _unf, "nfn-np": _nfn_np}
 
 
 # ------------------------------------------------------------------------------------ the rows

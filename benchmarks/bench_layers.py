@@ -204,7 +204,7 @@ def main() -> None:
         have_nfn = False
         print("(nfn is not installed in this environment: `make bench-layers` builds one that has it)")
     rows = []
-    sizes = [(2, 16, 256, 5)] + ([] if args.quick else [(3, 512, 16, 2)])
+    sizes = [(2, 16, 256, 7)] + ([] if args.quick else [(3, 512, 256, 1)])
     for layers, width, batch, repeats in sizes:
         for mode in ("np", "hnp"):
             base = {"mode": mode, "layers": layers, "width": width, "batch": batch, "repeats": repeats,

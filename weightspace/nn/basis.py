@@ -31,6 +31,8 @@ import math
 from dataclasses import dataclass
 from itertools import product
 
+import torch
+
 from ..spec.cache import cached
 from ..spec.errors import SpecError
 from ..spec.spec import WeightSpaceSpec
@@ -162,6 +164,32 @@ def _segments(spec: WeightSpaceSpec, name: str, k: int) -> list[tuple[tuple[int,
 def pieces_of(spec: WeightSpaceSpec, name: str) -> list[Piece]:
     per_axis = [_segments(spec, name, k) for k in range(len(spec[name].shape))]
     return [Piece(name, tuple(r for r, _ in combo), tuple(a for _, a in combo)) for combo in product(*per_axis)]
+
+
+def cut_piece(x: torch.Tensor, piece: Piece) -> torch.Tensor:
+    """Channels-last ``[B, *shape, C] -> [B, *group axes, F * C]`` for one piece."""
+    b, c = x.shape[0], x.shape[-1]
+    for k, (lo, hi) in enumerate(piece.ranges):
+        if (lo, hi) != (0, x.shape[1 + k]):
+            x = x.narrow(1 + k, lo, hi - lo)
+    vaxes = piece.vaxes
+    x = x.reshape(b, *[a.size for a in vaxes], c)
+    fixed, groups = piece.fixed_axes, piece.group_axes
+    if fixed:
+        x = x.permute(0, *[1 + i for i in groups], *[1 + i for i in fixed], len(vaxes) + 1)
+    return x.reshape(b, *[vaxes[i].size for i in groups], piece.fixed_numel * c)
+
+
+def paste_piece(y: torch.Tensor, piece: Piece, channels: int) -> torch.Tensor:
+    """Inverse of :func:`cut_piece`: ``[B, *group axes, F * C] -> [B, *piece shape, C]``."""
+    b = y.shape[0]
+    vaxes = piece.vaxes
+    fixed, groups = piece.fixed_axes, piece.group_axes
+    if fixed:
+        y = y.reshape(b, *[vaxes[i].size for i in groups], *[vaxes[i].size for i in fixed], channels)
+        order = list(groups) + list(fixed)
+        y = y.permute(0, *[1 + order.index(i) for i in range(len(vaxes))], len(vaxes) + 1)
+    return y.reshape(b, *[hi - lo for lo, hi in piece.ranges], channels)
 
 
 # ------------------------------------------------------------------------------------ partitions

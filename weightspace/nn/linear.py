@@ -25,36 +25,10 @@ from torch import nn
 
 from ..spec.errors import SpecError
 from ..spec.spec import WeightSpaceSpec
-from .basis import CONSTANT, Piece, Term, basis
+from .basis import CONSTANT, Term, basis, cut_piece, paste_piece
 from .features import WeightSpaceFeatures
 
 _LETTERS = string.ascii_lowercase + string.ascii_uppercase[:24]  # 'Y', 'Z' stay for channels, batch
-
-
-def _piece_in(x: torch.Tensor, piece: Piece) -> torch.Tensor:
-    """Channels-last ``[B, *shape, C] -> [B, *group axes, F * C]`` for one piece."""
-    b, c = x.shape[0], x.shape[-1]
-    for k, (lo, hi) in enumerate(piece.ranges):
-        if (lo, hi) != (0, x.shape[1 + k]):
-            x = x.narrow(1 + k, lo, hi - lo)
-    vaxes = piece.vaxes
-    x = x.reshape(b, *[a.size for a in vaxes], c)
-    fixed, groups = piece.fixed_axes, piece.group_axes
-    if fixed:
-        x = x.permute(0, *[1 + i for i in groups], *[1 + i for i in fixed], len(vaxes) + 1)
-    return x.reshape(b, *[vaxes[i].size for i in groups], piece.fixed_numel * c)
-
-
-def _piece_out(y: torch.Tensor, piece: Piece, channels: int) -> torch.Tensor:
-    """Inverse of :func:`_piece_in`: ``[B, *group axes, F * C] -> [B, *piece shape, C]``."""
-    b = y.shape[0]
-    vaxes = piece.vaxes
-    fixed, groups = piece.fixed_axes, piece.group_axes
-    if fixed:
-        y = y.reshape(b, *[vaxes[i].size for i in groups], *[vaxes[i].size for i in fixed], channels)
-        order = list(groups) + list(fixed)
-        y = y.permute(0, *[1 + order.index(i) for i in range(len(vaxes))], len(vaxes) + 1)
-    return y.reshape(b, *[hi - lo for lo, hi in piece.ranges], channels)
 
 
 def _delta(n: int, rank: int, like: torch.Tensor) -> torch.Tensor:
@@ -138,6 +112,8 @@ class _Placement:
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         """``z [B, *kept, C]`` -> a tensor broadcastable to ``[B, *output group axes, C]``."""
         if self.view is not None:
+            if list(z.shape[1:-1]) == self.view:
+                return z
             return z.reshape(z.shape[0], *self.view, z.shape[-1])
         return torch.einsum(self.equation, z, *[_delta(n, r, z) for n, r in self.deltas])
 
@@ -213,7 +189,7 @@ class EquivariantLinear(nn.Module):
             if pc is CONSTANT:
                 cut[i] = ref.new_ones(b, 1, dtype=dtype)
             else:
-                cut[i] = _piece_in(x.tensors[pc.param].movedim(1, -1).to(dtype), pc)   # channels last
+                cut[i] = cut_piece(x.tensors[pc.param].movedim(1, -1).to(dtype), pc)   # channels last
         reduced: dict[tuple, torch.Tensor] = {}
         for key in self.reduction_order:
             red = self.reductions[key]
@@ -232,8 +208,14 @@ class EquivariantLinear(nn.Module):
         for dst, ys in out_pieces.items():        # smallest first: broadcasts meet full size late
             ys.sort(key=torch.Tensor.numel)
             acc = ys[0]
-            for y in ys[1:]:
+            for y in ys[1:-1]:
                 acc = acc + y
+            if len(ys) > 1:
+                last = ys[-1]
+                if last._base is None and last.shape == torch.broadcast_shapes(last.shape, acc.shape):
+                    acc = last.add_(acc)       # into the largest, a fresh product: one pass fewer
+                else:
+                    acc = acc + last
             out_pieces[dst] = acc
         out = {}
         for name, owned in self.by_param.items():
@@ -241,13 +223,13 @@ class EquivariantLinear(nn.Module):
             if len(owned) == 1:                                  # one piece: no assembly needed
                 pc = self.pieces[owned[0]]
                 y = out_pieces[owned[0]].expand(b, *[pc.vaxes[k].size for k in pc.group_axes], -1)
-                out[name] = _piece_out(y, pc, self.out_channels).movedim(-1, 1)
+                out[name] = paste_piece(y, pc, self.out_channels).movedim(-1, 1)
                 continue
             t = ref.new_zeros(b, *shape, self.out_channels, dtype=dtype)
             for i in owned:
                 pc = self.pieces[i]
                 y = out_pieces[i].expand(b, *[pc.vaxes[k].size for k in pc.group_axes], -1)
-                t[(slice(None),) + tuple(slice(lo, hi) for lo, hi in pc.ranges)] = _piece_out(y, pc, self.out_channels)
+                t[(slice(None),) + tuple(slice(lo, hi) for lo, hi in pc.ranges)] = paste_piece(y, pc, self.out_channels)
             out[name] = t.movedim(-1, 1)
         return WeightSpaceFeatures(self.spec, out)
 

@@ -11,9 +11,8 @@ from torch import nn
 import torch
 
 from ..spec.spec import WeightSpaceSpec
-from .basis import pieces_of
+from .basis import cut_piece, pieces_of
 from .features import WeightSpaceFeatures
-from .linear import _piece_in
 
 
 class InvariantPool(nn.Module):
@@ -32,6 +31,6 @@ class InvariantPool(nn.Module):
         x.check(self.spec, what="InvariantPool")
         out = []
         for pc in self.pieces:
-            t = _piece_in(x.tensors[pc.param].movedim(1, -1), pc)     # [B, *group axes, F * C]
+            t = cut_piece(x.tensors[pc.param].movedim(1, -1), pc)     # [B, *group axes, F * C]
             out.append(t.mean(dim=tuple(range(1, t.dim() - 1))) if t.dim() > 2 else t)
         return torch.cat(out, 1)
