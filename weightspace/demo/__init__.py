@@ -9,7 +9,7 @@ import importlib
 import time
 from pathlib import Path
 
-STEPS = ["symmetry", "graph", "inr", "merge"]
+STEPS = ["symmetry", "graph", "inr", "merge", "metanet"]
 
 
 def run(out_dir: str | Path = "out/demo", steps: list[str] | None = None) -> None:
