@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Sequence
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from ..space import WeightSpace
@@ -84,7 +85,8 @@ class GaussianFourierFeatures(nn.Module):
 
     def forward(self, x: WeightSpaceFeatures) -> WeightSpaceFeatures:
         def enc(t):
-            z = 2 * math.pi * torch.einsum("bc...,cm->bcm...", t, self.freqs.to(t)).flatten(1, 2)
+            z = torch.einsum("bc...,cm->bcm...", t, self.freqs.to(t))          # [B, C, mapping, *shape]
+            z = 2 * math.pi * rearrange(z, "b c m ... -> b (c m) ...")
             return torch.cat([t, torch.sin(z), torch.cos(z)], 1)
         return x.map(enc)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
+from einops import rearrange
 
 from ..spec.errors import SpecError
 from ..spec.spec import WeightSpaceSpec
@@ -32,7 +33,8 @@ def random_permutation(spec: WeightSpaceSpec, generator: torch.Generator | None 
             parent, block = g.heads
             sigma = perms[parent]
             tau = torch.rand(*lead, g.size // block, block, generator=generator).argsort(-1)
-            perms[name] = (sigma.unsqueeze(-1) * block + tau).flatten(-2)
+            # head h of the parent's element moves to position h; within it, tau permutes the block
+            perms[name] = rearrange(sigma.unsqueeze(-1) * block + tau, "... heads b -> ... (heads b)")
     return {g.name: perms[g.name] for g in spec.groups}
 
 
