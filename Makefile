@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: test lint demo bench bench-align bench-layers install clean
+.PHONY: test lint demo bench bench-align bench-layers bench-gmn install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,3 +49,6 @@ clean:
 
 bench-layers: $(STAMP) $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python benchmarks/bench_layers.py
+
+bench-gmn: $(STAMP)
+	$(PY) benchmarks/bench_gmn.py

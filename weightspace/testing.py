@@ -103,7 +103,11 @@ def _check(fn, spec, inputs, equivariant, out_spec, trials, kinds, generator, dt
         raise AssertionError("the function's output is constant (it did not change when the inputs were "
                              "perturbed), so the check would pass vacuously")
     worst, moved = 0.0, 0.0
-    for _ in range(trials):
+    attempts = 0
+    # ``trials`` elements, and more (up to 20) while none has moved the inputs: a tiny group draws
+    # the identity often
+    while attempts < trials or (moved == 0.0 and attempts < trials + 20):
+        attempts += 1
         g = random_element(spec, gen, kinds=kinds)
         gx = g.act(x)
         moved = max(moved, _rel_diff(gx, x))
@@ -116,11 +120,11 @@ def _check(fn, spec, inputs, equivariant, out_spec, trials, kinds, generator, dt
     if moved == 0.0:
         raise AssertionError("no random group element moved the inputs: the spec has no symmetry acting on them, "
                              "so the check would pass vacuously")
-    report = SymmetryReport(worst, moved, variation, trials)
+    report = SymmetryReport(worst, moved, variation, attempts)
     if worst > rtol:
         what = "equivariant" if equivariant else "invariant"
         raise AssertionError(f"the function is not {what}: worst relative error {worst:.3g} > rtol {rtol:g} over "
-                             f"{trials} random group elements (inputs moved by {moved:.3g}, relative)")
+                             f"{attempts} random group elements (inputs moved by {moved:.3g}, relative)")
     return report
 
 

@@ -1,0 +1,152 @@
+"""Graph metanetworks on parameter graphs: throughput and peak memory.
+
+Forward + backward (cross-entropy on 10 random classes, or the mean square of the edited weights for
+the equivariant head) of NG-GNN (hidden 32, 4 layers: Neural Graphs' MNIST-INR setting), NG-T (hidden
+64, 4 layers, 8 heads: the paper's size), GMN and ScaleGMN (hidden 64, 4 layers) on batches of 256
+SIREN 2-32-32-1 weight sets, beside the equivariant-layer model UNF at the same batch, each
+configuration in a fresh subprocess (peak RSS during the steps above the resident memory after
+setup). Every step builds the graphs from the WeightSpace (``ws.to_graph``) as training does.
+Also: GMN on 64 ResNet-20 and 64 Transformer-block weight sets.
+
+Reference: the neural-graphs repository's own NG-GNN is not run here (not installed in this
+environment); the issue's measurements on these machines are printed beside our rows: 6.75 SIRENs/s
+and 4.9 GB for NG-GNN (hidden 32, 4 layers) at batch 256; NG-T killed for memory at 24 GB.
+
+Allocation matters on CPU: at batch 256 an edge-state tensor ``[287k, 32]`` is 37 MB, above glibc's
+mmap threshold, so every fresh one is mapped from the OS and page-faulted in (~6 ms per tensor in a
+VM, more than the arithmetic on it). ``--tuned-malloc`` runs the configurations with glibc told to keep
+freed memory (``MALLOC_MMAP_MAX_=0``, large trim threshold), as one would with jemalloc / tcmalloc.
+
+    python benchmarks/bench_gmn.py [--quick] [--threads 2] [--tuned-malloc]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+NEURAL_GRAPHS = {"nggnn": (6.75, 4.9 * 1024)}           # SIRENs/s, peak MB (issue 13, measured)
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _current_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _weights(arch: str, batch: int):
+    import torch
+
+    import weightspace as ws
+    from weightspace.models import SIREN, TinyTransformer, resnet20
+
+    if arch == "siren":
+        net, x0 = SIREN(2, (32, 32), 1), torch.zeros(1, 2)
+    elif arch == "resnet20":
+        net, x0 = resnet20(width=8), torch.zeros(1, 3, 32, 32)
+    else:
+        net, x0 = TinyTransformer(depth=1), torch.zeros(1, 8, 16)
+    spec = ws.WeightSpaceSpec.from_module(net.eval(), x0)
+    gen = torch.Generator().manual_seed(0)
+    return ws.WeightSpace(spec, {p.name: torch.randn(batch, *p.shape, generator=gen) * 0.1 for p in spec.params})
+
+
+def _model(name: str, spec, equivariant: bool):
+    from weightspace.nn import UNF
+    from weightspace.nn.graph import GMN, NGGNN, NGT, ScaleGMN
+
+    k = None if equivariant else 10
+    return {"nggnn": lambda: NGGNN(hidden=32, layers=4, out_features=k),
+            "ngt": lambda: NGT(hidden=64, layers=4, heads=8, out_features=k),
+            "gmn": lambda: GMN(hidden=64, layers=4, out_features=k),
+            "scalegmn": lambda: ScaleGMN(hidden=64, layers=4, out_features=k),
+            "unf": lambda: UNF(spec, channels=(32,) * 4, out_features=k)}[name]()
+
+
+def run_one(cfg: dict) -> dict:
+    """One configuration, in this (fresh) process: networks/s of forward + backward, peak RSS."""
+    import torch
+
+    torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(0)
+    w = _weights(cfg["arch"], cfg["batch"])
+    model = _model(cfg["model"], w.spec, cfg["equivariant"])
+    labels = torch.randint(0, 10, (cfg["batch"],), generator=torch.Generator().manual_seed(0))
+
+    def step():
+        out = model(w)
+        if cfg["equivariant"]:
+            loss = sum(t.square().mean() for t in out.tensors.values())
+        else:
+            loss = torch.nn.functional.cross_entropy(out, labels)
+        loss.backward()
+
+    base = _current_mb()
+    step()  # warm-up: lazy widths, plans, allocator
+    times = []
+    for _ in range(cfg["repeats"]):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    best = min(times)
+    params = sum(p.numel() for p in model.parameters())
+    return {"nets_per_s": cfg["batch"] / best, "seconds": best, "peak_mb": _rss_mb() - base, "params": params}
+
+
+TUNED_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36), "MALLOC_TOP_PAD_": str(2**28)}
+
+
+def in_subprocess(cfg: dict, tuned_malloc: bool = False) -> dict | None:
+    env = dict(os.environ, **TUNED_MALLOC) if tuned_malloc else None
+    out = subprocess.run([sys.executable, __file__, "--one", json.dumps(cfg)], capture_output=True, text=True,
+                         env=env)
+    if out.returncode != 0:
+        print(f"[{cfg}] failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="batch 64, one timed step")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tuned-malloc", action="store_true", help="keep freed memory in glibc's heap (see above)")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(run_one(json.loads(args.one))))
+        return
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _table import print_table
+
+    batch, repeats = (64, 1) if args.quick else (256, 2)
+    rows = []
+    configs = [("nggnn", "siren", False, batch), ("ngt", "siren", False, batch), ("gmn", "siren", False, batch),
+               ("scalegmn", "siren", False, batch), ("nggnn", "siren", True, batch), ("unf", "siren", False, batch),
+               ("gmn", "resnet20", False, 64), ("gmn", "transformer", False, 64)]
+    for name, arch, equivariant, b in configs:
+        cfg = {"model": name, "arch": arch, "equivariant": equivariant, "batch": b, "repeats": repeats,
+               "threads": args.threads}
+        r = in_subprocess(cfg, args.tuned_malloc)
+        label = name + (" (equivariant head)" if equivariant else "")
+        if r is None:
+            rows.append((label, arch, str(b), "failed", "", "", ""))
+            continue
+        ref = NEURAL_GRAPHS.get(name) if arch == "siren" and not equivariant else None
+        speedup = f"{r['nets_per_s'] / ref[0]:.0f}x" if ref else ""
+        rows.append((label, arch, str(b), f"{r['nets_per_s']:.0f}", f"{r['peak_mb']:.0f}", f"{r['params']:,}", speedup))
+        if ref:
+            rows.append(("neural-graphs NG-GNN (issue figures)", arch, "256", f"{ref[0]}", f"{ref[1]:.0f}", "", "1x"))
+    print(f"glibc malloc: {'tuned (MALLOC_MMAP_MAX_=0)' if args.tuned_malloc else 'default'}")
+    print_table(("model", "weights", "batch", "nets/s (fwd+bwd)", "peak MB", "params", "vs neural-graphs"), rows)
+
+
+if __name__ == "__main__":
+    main()
