@@ -1,3 +1,3 @@
 """Built-in rules; importing this package registers them."""
-from . import (attention, creation, elementwise, indexing, joining, linear, norm, recurrent, reduce,  # noqa: F401
+from . import (attention, binary, creation, elementwise, indexing, joining, linear, norm, recurrent, reduce,  # noqa: F401
                reshape)

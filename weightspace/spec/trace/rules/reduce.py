@@ -20,8 +20,8 @@ def _reduce(ctx: RuleContext, x, *args, **kwargs):
     name = ctx.opname
     n = x.value.dim()
     if name in ("max", "min") and args and isinstance(args[0], ATensor):
-        from .elementwise import _binary
-        return _binary(ctx, x, args[0], "maximum" if name == "max" else "minimum")
+        from .binary import binary
+        return binary(ctx, x, args[0], "maximum" if name == "max" else "minimum")
     key = "ord" if name in ("norm", "linalg_vector_norm", "vector_norm") else None
     if key:
         dim = arg(args, kwargs, 1, "dim")
