@@ -183,3 +183,54 @@ def test_assert_invariant_on_a_networks_function_and_its_failures(traced_arch):
     with pytest.raises(AssertionError, match="no random group element moved"):
         assert_invariant(lambda s: s["0.weight"].sum(), no_symmetry, {p.name: torch.randn(p.shape)
                                                                         for p in no_symmetry.params})
+
+
+def test_a_new_kind_of_symmetry_plugs_into_group_elements():
+    """A registered kind is drawn, applied, inverted and composed with the built-in ones. The toy kind
+    negates both layers of a bias-free linear network (``(-W2)(-W1) x = W2 W1 x``); a permutation of
+    the hidden neurons leaves its value alone."""
+    from weightspace.symmetry import KINDS, SymmetryKind, register_kind
+
+    class Negate(SymmetryKind):
+        name = "negate"
+
+        def random(self, spec, generator, batch_size, **options):
+            lead = () if batch_size is None else (batch_size,)
+            return {"all": torch.randint(0, 2, (*lead, 1), generator=generator).double() * 2 - 1}
+
+        def check(self, spec, values):
+            return {k: torch.as_tensor(v) for k, v in values.items()}
+
+        def apply(self, params, spec, values):       # one network's state dict, for this test
+            return {k: v * values["all"].reshape(()) for k, v in params.items()}
+
+        def inverse(self, spec, values):
+            return values
+
+        def combine(self, spec, first, second):
+            if not first or not second:
+                return dict(first or second)
+            return {"all": first["all"] * second["all"]}
+
+        def relabel(self, spec, values, perms):
+            return values
+
+    spec = ws.WeightSpaceSpec.mlp([3, 4, 2], activation=None, bias=False)
+    sd = {p.name: torch.randn(p.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+          for p in spec.params}
+    register_kind(Negate())
+    try:
+        gen = torch.Generator().manual_seed(0)
+        g = ws.random_element(spec, gen, kinds=("permutation", "negate"))
+        while float(g.parts["negate"]["all"]) > 0:
+            g = ws.random_element(spec, gen, kinds=("permutation", "negate"))
+        moved = ws.act(sd, spec, g)
+        x = torch.randn(5, 3, dtype=torch.float64)
+        first, second = spec.weight_names
+        assert torch.allclose(x @ sd[first].T @ sd[second].T, x @ moved[first].T @ moved[second].T)
+        assert changed(sd, moved)
+        assert _max_diff(ws.act(moved, spec, g.inverse()), sd) < 1e-12
+        h = ws.random_element(spec, gen, kinds=("permutation", "negate"))
+        assert _max_diff(ws.act(sd, spec, g.compose(h)), ws.act(moved, spec, h)) < 1e-12
+    finally:
+        KINDS.pop("negate")
