@@ -14,7 +14,7 @@ the seeds and the train/test gap (accuracy on the un-augmented training set minu
 The classifier is a model factory ``factory(spec, num_classes) -> module(WeightSpace) -> logits``
 picked with ``--model``: ``flat-mlp`` (``weightspace.nn.FlatMLP``, an MLP on the flattened weights,
 the baseline of DWSNets / NFN tables), ``unf`` (``weightspace.nn.UNF``, equivariant layers) or
-``nfn-np`` (NFN's NP layers with IO embeddings); graph metanetworks plug into ``MODELS`` the same way.
+``nfn-np`` (NFN's NP layers with IO embeddings) or ``nggnn`` (a graph metanetwork, ``weightspace.nn.NGGNN``).
 Augmentations act on the raw weights; per-tensor normalization (training-split statistics) follows.
 Training runs on one thread by default (robust on a shared 2-core machine; ``--threads``).
 
@@ -59,8 +59,17 @@ def _nfn_np(spec: ws.WeightSpaceSpec, num_classes: int) -> nn.Module:
     return NFN(spec, channels=(16, 16), out_features=num_classes, mode="np", io_embed=True)
 
 
+def _nggnn(spec: ws.WeightSpaceSpec, num_classes: int) -> nn.Module:
+    from weightspace.nn import NGGNN
+
+    model = NGGNN(hidden=32, layers=3, out_features=num_classes)
+    probe = ws.WeightSpace(spec, {p.name: torch.zeros(1, *p.shape) for p in spec.params})
+    model(probe)                       # input widths are inferred on the first batch: before the optimizer
+    return model
+
+
 # name -> factory(spec, num_classes) -> module(WeightSpace) -> logits
-MODELS = {"flat-mlp": _flat_mlp, "unf": _unf, "nfn-np": _nfn_np}
+MODELS = {"flat-mlp": _flat_mlp, "unf": _unf, "nfn-np": _nfn_np, "nggnn": _nggnn}
 
 
 # ------------------------------------------------------------------------------------ the rows
@@ -112,6 +121,16 @@ def shared_init_zoo(zoo) -> ws.data.datasets.Zoo:
         raise RuntimeError("the digits zoo's labels are not the digits in order")
     fit = ws.fit_inrs(images, indices=[0] * len(images), workers=2, progress="INR zoo, shared init")
     return Zoo(zoo.path, {**zoo.manifest, "init": "shared"}, fit.weights, dict(zoo.records), dict(zoo.splits))
+
+
+def _limit(zoo, n: int | None):
+    """The zoo with its training split cut to its first ``n`` networks (validation and test unchanged)."""
+    if n is None:
+        return zoo
+    from weightspace.data.datasets import Zoo
+
+    splits = {**zoo.splits, "train": zoo.splits["train"][:n]}
+    return Zoo(zoo.path, {**zoo.manifest, "train_size": n}, zoo.weights, dict(zoo.records), splits)
 
 
 def mnist_zoo(root: str, limit: int) -> ws.data.datasets.Zoo:
@@ -248,10 +267,10 @@ def write_outputs(results: list[dict], out: Path, args) -> None:
     lines += [f"| {r['zoo']} | {r['augmentation']} | {r['test_mean']:.2f} +- {r['test_std']:.2f} | "
               f"{r['train_mean']:.2f} | {r['gap_mean']:.2f} +- {r['gap_std']:.2f} |" for r in results]
     (out / "bench_augment.md").write_text("\n".join(lines) + "\n")
-    plot(results, out / "bench_augment.png")
+    plot(results, out / "bench_augment.png", args.model)
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(results: list[dict], path: Path, model: str = "flat-mlp") -> None:
     """Grouped horizontal bars: one group per augmentation row, one bar per zoo (test accuracy, mean +-
     std), a tick at the un-augmented training accuracy, chance level dashed."""
     from matplotlib.figure import Figure          # no pyplot: no backend or global state touched
@@ -275,9 +294,8 @@ def plot(results: list[dict], path: Path) -> None:
     ax.set_yticklabels(rows[::-1], fontsize=8)
     ax.set_xlim(0, 102)
     ax.set_xlabel("accuracy (%), mean +- std over seeds")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.4, -0.09), ncol=2, frameon=False)
-    ax.set_title("Weight-space augmentation ablation: INR classification with an MLP on flattened weights",
-                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.4, -0.13), ncol=2, frameon=False)
+    ax.set_title(f"Weight-space augmentation ablation: INR classification, model {model}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -299,6 +317,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for training (1: robust on shared cores)")
     ap.add_argument("--timing-threads", type=int, default=1)
     ap.add_argument("--no-shared-init", action="store_true", help="skip the shared-initialization digits zoo")
+    ap.add_argument("--no-digits", action="store_true", help="skip the (independently initialized) digits zoo")
+    ap.add_argument("--train-size", type=int, default=None,
+                    help="train on the first N networks of the training split (small zoos: where augmentation matters)")
     ap.add_argument("--skip-timing", action="store_true")
     ap.add_argument("--out", default=str(REPO / "out" / "bench"))
     args = ap.parse_args()
@@ -316,9 +337,11 @@ def main() -> None:
         print_table(("transform", "networks", "ms / batch (median)", "ms (min)", "us / network", "< 50 ms"), rows)
     torch.set_num_threads(args.threads)
 
-    results = ablation(zoo, "digits-INR", args, match=not args.no_match)
+    results = [] if args.no_digits else ablation(_limit(zoo, args.train_size), "digits-INR", args,
+                                                  match=not args.no_match)
     if not args.no_shared_init:       # INRs from one initialization need no matching: no match row
-        results += ablation(shared_init_zoo(zoo), "digits-INR, shared init", args, match=False)
+        results += ablation(_limit(shared_init_zoo(zoo), args.train_size), "digits-INR, shared init", args,
+                            match=False)
     if args.root:
         name = f"MNIST-INR ({args.mnist_limit}+{args.mnist_limit})"
         results += ablation(mnist_zoo(args.root, args.mnist_limit), name, args, match=not args.no_match)
