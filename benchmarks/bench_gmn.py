@@ -24,21 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
-import time
+
+from _measure import measure_step
 
 NEURAL_GRAPHS = {"nggnn": (6.75, 4.9 * 1024)}           # SIRENs/s, peak MB (issue 13, measured)
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _current_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _weights(arch: str, batch: int):
@@ -88,16 +79,7 @@ def run_one(cfg: dict) -> dict:
             loss = torch.nn.functional.cross_entropy(out, labels)
         loss.backward()
 
-    base = _current_mb()
-    step()  # warm-up: lazy widths, plans, allocator
-    times = []
-    for _ in range(cfg["repeats"]):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    best = min(times)
-    params = sum(p.numel() for p in model.parameters())
-    return {"nets_per_s": cfg["batch"] / best, "seconds": best, "peak_mb": _rss_mb() - base, "params": params}
+    return measure_step(step, model, cfg["batch"], cfg["repeats"])
 
 
 TUNED_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36), "MALLOC_TOP_PAD_": str(2**28)}

@@ -18,21 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
-import time
 
-
-def _rss_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _current_mb() -> float:
-    """Resident memory now (MB), from /proc (Linux)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+from _measure import measure_step
 
 
 def _siren_spec():
@@ -124,16 +113,7 @@ def run_one(cfg: dict) -> dict:
 
             def step():
                 model(w).square().mean().backward()
-    base = _current_mb()            # after setup: the model and its plans are resident
-    step()  # warm-up (plans, allocator)
-    times = []
-    for _ in range(cfg["repeats"]):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    best = min(times)
-    params = sum(p.numel() for p in model.parameters())
-    return {"nets_per_s": batch / best, "seconds": best, "peak_mb": _rss_mb() - base, "params": params}
+    return measure_step(step, model, batch, cfg["repeats"])
 
 
 def in_subprocess(cfg: dict) -> dict | None:
