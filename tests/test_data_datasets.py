@@ -84,3 +84,11 @@ def test_deterministic_splits():
     assert torch.equal(torch.cat(list(a.values())).sort().values, torch.arange(100))
     with pytest.raises(ValueError):
         split_indices(10, {"a": 8, "b": 5})
+
+
+def test_indices_out_of_range_are_refused_when_the_dataset_is_made(sirens):
+    space, labels = sirens
+    with pytest.raises(IndexError, match=r"indices \[999\] out of range for 20 networks"):
+        WeightDataset(space, labels, indices=[3, 999])
+    with pytest.raises(IndexError, match=r"\[-1\]"):
+        WeightDataset(space, labels, indices=torch.tensor([-1, 2]))

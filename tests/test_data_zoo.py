@@ -9,6 +9,7 @@ import torch
 
 from weightspace.cli import main as cli
 from weightspace.data import ShardError, generate_inr_zoo, load_images, load_zoo, read_shard
+from weightspace.data.shards import tensors_sha256
 
 KW = dict(steps=60, shard_size=16, progress=False, seed=3, source={"name": "digits"})
 
@@ -41,6 +42,7 @@ def test_killed_generation_resumes_to_the_same_shards(tmp_path, data, full):
     m = generate_inr_zoo(out, x, y, splits=splits, workers=2, **KW)         # resumed, other worker count
     assert m["complete"]
     assert shard_bytes(out) == shard_bytes(full)
+    assert (out / "manifest.json").read_bytes() == (full / "manifest.json").read_bytes()
     assert len(m["psnr"]) == 56 and m["splits"] == {k: list(v) for k, v in splits.items()}
     assert m["recipe"]["lr"] == 5e-4 and m["seed"] == 3
 
@@ -68,8 +70,9 @@ def test_zoo_contents(full, data):
     assert zoo.records["psnr"].min() > 30
     assert len(zoo.dataset("train")) == 40 and len(zoo.dataset("test")) == 16
     tensors, meta = read_shard(full / "shards" / "inr-00000.safetensors")
-    assert meta == {"kind": "inr", "shard": "0", "start": "0", "stop": "16"}
+    assert meta == {"kind": "inr", "shard": "0", "start": "0", "stop": "16", "sha256": tensors_sha256(tensors)}
     assert tensors["layers.0.weight"].shape == (16, 32, 2)
+    assert zoo.manifest["shard_sha256"][0] == meta["sha256"] and None not in zoo.manifest["shard_sha256"]
 
 
 def test_damaged_shards_name_the_file(tmp_path, full, data):

@@ -32,18 +32,20 @@ REPAIR (the merged network's neurons get the endpoints' mean and standard deviat
 
 --data: 'digits' (scikit-learn digits, [N, 64]), 'digits-images' ([N, 1, 8, 8]), or a .safetensors /
 .pt file with tensors 'x' (inputs) and optionally 'y' (targets).
+
+Everything is checked before any work: the options, the checkpoints (finite floating-point weights of
+the model's shapes) and --data (targets the model's outputs can be scored on). Checkpoints of any float
+dtypes are merged in float32 (float64 when one is) and the result is written in the first checkpoint's
+dtypes (--base's for the task methods), never when it holds NaN or Inf.
 """
 from __future__ import annotations
 
-import json
-import sys
 import time
 
-HELP = "align and merge checkpoints (Git Re-Basin, REPAIR, TIES, DARE, ...) and print the barrier"
+from ..errors import UsageError
+from ._merge_inputs import ALIGN, MANY, TASK
 
-ALIGN = ["naive", "weight-matching", "activation-matching", "ste", "sinkhorn"]
-MANY = ["merge-many", "average"]
-TASK = ["task-arithmetic", "ties", "dare"]
+HELP = "align and merge checkpoints (Git Re-Basin, REPAIR, TIES, DARE, ...) and print the barrier"
 
 
 def add_arguments(p):
@@ -65,73 +67,53 @@ def add_arguments(p):
     p.add_argument("--drop-rate", type=float, default=0.9, help="DARE drop probability")
     p.add_argument("--combine", default="sum", choices=["sum", "ties"], help="how DARE combines task vectors")
     p.add_argument("--steps", type=int, default=200, help="optimization steps of ste / sinkhorn")
-    p.add_argument("--points", type=int, default=11, help="points on the barrier curve")
+    p.add_argument("--points", type=int, default=11, help="points on the barrier curve (at least 3)")
     p.add_argument("--seed", type=int, default=0)
 
 
-def load_data(spec: str | None):
-    """``(inputs, targets or None)`` from a --data argument."""
-    if spec is None:
-        return None
-    if spec in ("digits", "digits-images"):
-        from ..data.digits import digits
-        (x, y), _ = digits(image=spec == "digits-images", test_fraction=0.0)
-        return x, y
-    from ..io import CheckpointError, load_checkpoint
-    tensors = load_checkpoint(spec)
-    for xk, yk in (("x", "y"), ("inputs", "targets"), ("data", "labels")):
-        if xk in tensors:
-            return tensors[xk], tensors.get(yk)
-    raise CheckpointError(f"{spec} holds no tensor named 'x' (found: {', '.join(sorted(tensors)) or 'none'})")
-
-
 def run(args) -> int:
-    from ..io import CheckpointError
-    from ..spec.errors import SpecError
-    try:
-        return _run(args)
-    except (CheckpointError, SpecError, FileNotFoundError, ValueError) as e:
-        print(f"weightspace merge: error: {e}", file=sys.stderr)
-        return 2
-
-
-def _run(args) -> int:
+    """Check every input (:mod:`._merge_inputs`), merge, write, report. User errors propagate as
+    ``UsageError`` / ``CheckpointError`` / ``SpecError``; ``weightspace.cli.main`` prints them as one line."""
     import torch
 
     from .. import align, merge
-    from ..cli import load_factory
-    from ..io import load_checkpoint, save_checkpoint
+    from ..io import save_checkpoint
     from ..spec import WeightSpaceSpec
     from ..symmetry import permute
+    from . import _merge_inputs as inputs
 
-    states = [load_checkpoint(p) for p in args.checkpoints]
-    base = load_checkpoint(args.base) if args.base else None
-    model = load_factory(args.model)(**json.loads(args.model_kwargs)).eval()
-    data = load_data(args.data)
-    if data is not None:
+    inputs.check_arguments(args)
+    weights = inputs.parse_weights(args)
+    model = inputs.build_model(args.model, args.model_kwargs)
+    paths = args.checkpoints + ([args.base] if args.base else [])
+    loaded = inputs.load_states(paths)
+    data = inputs.load_data(args.data)
+
+    dtype = inputs.compute_dtype(model, loaded)
+    model = model.to(dtype)
+    model_state = model.state_dict()
+    reference = loaded[-1] if args.base else loaded[0]          # whose dtypes the merged checkpoint gets
+    if data is not None:                                       # floating inputs and targets in the compute dtype
+        data = tuple(t.to(dtype) if t is not None and t.is_floating_point() else t for t in data)
         example = data[0][:2]
-    elif args.input_shape:
-        shape = [int(s) for s in args.input_shape.split(",")]
-        example = torch.randn(*shape, generator=torch.Generator().manual_seed(args.seed))
     else:
-        raise ValueError("give --data or --input-shape so the model can be traced")
+        shape = inputs.parse_input_shape(args.input_shape)
+        example = torch.randn(*shape, generator=torch.Generator().manual_seed(args.seed), dtype=dtype)
     spec = WeightSpaceSpec.from_module(model, example)
-    for path, st in zip(args.checkpoints + ([args.base] if args.base else []), states + ([base] if base else [])):
+    for path, st in zip(paths, loaded):
         spec.check_state_dict(st, what=f"checkpoint {path}")
+    converted = [inputs.to_dtype(st, model_state, dtype, path) for path, st in zip(paths, loaded)]
+    states, base = (converted[:-1], converted[-1]) if args.base else (converted, None)
     labeled = data is not None and data[1] is not None
-    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
-    needs_data = args.method in ("activation-matching", "ste") or args.reset_bn or args.repair
-    if needs_data and data is None:
-        extra = " with --reset-bn/--repair" if args.reset_bn or args.repair else ""
-        raise ValueError(f"--method {args.method}{extra} needs --data")
-    if args.method == "ste" and not labeled:
-        raise ValueError("--method ste needs --data with targets")
+    if data is not None:
+        inputs.check_targets(model, data, f"--data {args.data}")
+    if (args.method == "ste" or args.plot) and not labeled:
+        raise UsageError(f"{'--method ste' if args.method == 'ste' else '--plot'} needs targets: give a file with "
+                         f"tensors 'x' and 'y', or digits", "--data")
 
     t0 = time.perf_counter()
     aligned_b = None
     if args.method in ALIGN:
-        if len(states) != 2:
-            raise ValueError(f"--method {args.method} merges two checkpoints, got {len(states)} (use merge-many)")
         a, b = states
         if args.method == "naive":
             perms = None
@@ -152,8 +134,6 @@ def _run(args) -> int:
     elif args.method == "average":
         merged, endpoints, ends_w = merge.weighted_average(states, weights, spec), states, weights
     else:
-        if base is None:
-            raise ValueError(f"--method {args.method} needs --base")
         if args.method == "task-arithmetic":
             merged = merge.task_arithmetic(base, states, args.scale, weights, spec)
         elif args.method == "ties":
@@ -166,7 +146,8 @@ def _run(args) -> int:
         merged = align.repair(model, merged, endpoints, data[0], weights=ends_w, spec=spec)
     elif args.reset_bn:
         merged = align.reset_bn_statistics(model, merged, data[0])
-    out = save_checkpoint(merged, args.out, metadata={"weightspace_method": args.method})
+    out = save_checkpoint(inputs.finish(merged, reference, args.method), args.out,
+                          metadata={"weightspace_method": args.method})
     print(f"{args.method}: {seconds:.2f} s; merged checkpoint written to {out}")
 
     if aligned_b is not None:

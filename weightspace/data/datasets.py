@@ -18,7 +18,8 @@ class WeightDataset(torch.utils.data.Dataset):
 
     ``weights``: a WeightSpace of all networks (``[N, ...]`` per parameter); ``targets [N, ...]``: the
     class of an INR's image, the test accuracy of a zoo model, ...; ``indices``: the subset this
-    dataset exposes (default all); ``normalize``: :class:`NormStats` applied to each sample;
+    dataset exposes (default all; each in ``[0, N)``, checked here so a bad index fails now, not when
+    its sample is fetched); ``normalize``: :class:`NormStats` applied to each sample;
     ``transform``: a function ``WeightSpace -> WeightSpace`` applied after normalization (e.g. a
     random permutation for augmentation). Batch it with :func:`collate_weights` (a DataLoader fetches
     whole batches at once through ``__getitems__``).
@@ -31,7 +32,10 @@ class WeightDataset(torch.utils.data.Dataset):
             raise ValueError(f"{targets.shape[0]} targets for {weights.batch_size} networks")
         self.weights, self.targets = weights, targets
         self.indices = (torch.arange(weights.batch_size) if indices is None
-                        else torch.as_tensor(indices, dtype=torch.long))
+                        else torch.as_tensor(indices, dtype=torch.long).reshape(-1))
+        bad = self.indices[(self.indices < 0) | (self.indices >= weights.batch_size)]
+        if len(bad):   # refused here, not when the sample is fetched
+            raise IndexError(f"indices {bad[:5].tolist()} out of range for {weights.batch_size} networks")
         self.normalize, self.transform = normalize, transform
 
     @property
@@ -212,21 +216,18 @@ class Zoo:
 
 
 def load_zoo(path: str | Path) -> Zoo:
-    """Load a zoo folder written by ``weightspace fit-inrs`` / ``make-zoo`` (see :mod:`.zoo`); every
-    shard is checked, and a missing, truncated or inconsistent one raises an error naming the file."""
-    from .zoo import FORMAT, ZooRun
+    """Load a zoo folder written by ``weightspace fit-inrs`` / ``make-zoo`` (see :mod:`.zoo`). The
+    manifest is checked first (fields, spec, splits in range: :func:`.integrity.check_manifest`), then
+    every shard (checksums, indices, shapes: :class:`.integrity.ShardCheck`, the same checks a resumed
+    run makes); anything missing, damaged or inconsistent raises :class:`ShardError` naming the file."""
+    from .zoo import ZooRun
 
     path = Path(path)
     manifest = read_json(path / "manifest.json")
-    if manifest.get("format") != FORMAT:
-        raise ShardError(f"{path / 'manifest.json'}: not a weightspace zoo manifest "
-                         f"(format {manifest.get('format')!r})")
+    run = ZooRun.existing(path, manifest)
     if not manifest.get("complete"):
         raise ShardError(f"{path / 'manifest.json'}: the zoo is incomplete (a run was stopped); run the same "
                          "command again to finish it")
-    spec = WeightSpaceSpec.from_dict(manifest["spec"])
-    run = ZooRun.existing(path, manifest)
-    tensors = run.load_all(keys=tuple(spec.names) + ("index",))
-    weights = WeightSpace(spec, {n: tensors.pop(n) for n in spec.names})
-    splits = {k: torch.as_tensor(v, dtype=torch.long) for k, v in manifest.get("splits", {}).items()}
-    return Zoo(path, manifest, weights, tensors, splits)
+    tensors = run.load_all(keys=tuple(run.spec.names))
+    weights = WeightSpace(run.spec, {n: tensors.pop(n) for n in run.spec.names})
+    return Zoo(path, manifest, weights, tensors, run.splits)

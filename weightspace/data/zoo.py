@@ -10,24 +10,27 @@ On-disk layout of a zoo folder::
 Shard ``k`` holds networks ``[k * shard_size, (k + 1) * shard_size)``: their state-dict tensors
 stacked along a first axis (``layers.0.weight [n, 32, 2]``, ...) and per-network records (``index``,
 ``label``, ``psnr``, ...). A shard is a pure function of the recipe, the seed and its indices, and is
-written atomically (temp file, then rename). A run that is killed leaves only whole shards; running
-the same command again checks that the manifest describes the same zoo and fits only the missing
-shards, ending with exactly the files an uninterrupted run writes.
+written atomically (temp file, then rename). Each shard's checksum is stored in the shard and in the
+manifest (``shard_sha256``), and every reader checks shards the same way (:mod:`.integrity`). A run
+that is killed leaves only whole shards; running the same command again checks that the manifest
+describes the same zoo, checks the shards on disk, and fits only the missing ones, ending with exactly
+the files an uninterrupted run writes.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import torch
 
-from .shards import ShardError, read_json, read_shard, write_json, write_shard
+from .integrity import FORMAT, VERSION, ShardCheck, check_identity, check_manifest, check_splits
+from .shards import _write_shard, read_json, read_shard, tensors_sha256, write_json
 
-FORMAT = "weightspace-zoo"
-VERSION = 1
+__all__ = ["FORMAT", "VERSION", "ZooRun", "check_splits", "fingerprint", "generate_inr_zoo"]
 
 
 def fingerprint(*tensors: torch.Tensor) -> str:
@@ -49,7 +52,8 @@ class ZooRun:
 
     ``identity``: everything that determines the shards' contents (kind, source fingerprint, recipe,
     seed, sizes, splits). Opening a folder whose manifest has a different identity is an error that
-    names the first differing field, so a resumed run cannot mix two zoos.
+    names the first differing field, so a resumed run cannot mix two zoos. ``extra`` must hold the
+    zoo's ``spec`` (shards are checked against it).
     """
 
     def __init__(self, out: str | Path, kind: str, identity: Mapping, num_items: int, shard_size: int,
@@ -62,28 +66,43 @@ class ZooRun:
                          "shard_size": self.shard_size, **json.loads(json.dumps(identity))}
         self.manifest_path = self.out / "manifest.json"
         if self.manifest_path.exists():
-            old = read_json(self.manifest_path)
-            diff = _first_difference(old, self.identity)
-            if diff is not None:
-                key, was, now = diff
-                raise ShardError(f"{self.manifest_path}: this folder holds a different zoo ({key} is {_short(was)}, "
-                                 f"this run has {_short(now)}); use another output folder or delete this one")
-            self.manifest = old
+            self.manifest = check_identity(self.manifest_path, read_json(self.manifest_path), self.identity)
             for stale in (self.out / "shards").glob(".*.tmp"):   # half-written files of a killed run
                 stale.unlink()
         else:
             self.manifest = {**self.identity, **json.loads(json.dumps(extra or {})), "complete": False,
-                             "shards": [self.shard_name(k) for k in range(self.num_shards)]}
+                             "shards": [self.shard_name(k) for k in range(self.num_shards)],
+                             "shard_sha256": [None] * self.num_shards}
             write_json(self.manifest_path, self.manifest)
+        self.writable, self._checked, self._spec_splits = True, {}, None
 
     @classmethod
     def existing(cls, out: str | Path, manifest: Mapping) -> "ZooRun":
-        """A run object for a folder whose manifest is already read (for loading, not generating)."""
+        """A run object for a folder whose manifest is already read (for loading, not generating); the
+        manifest is checked (:func:`.integrity.check_manifest`)."""
         run = cls.__new__(cls)
+        run.manifest_path = Path(out) / "manifest.json"
+        run._spec_splits = check_manifest(run.manifest_path, manifest)
         run.out, run.kind = Path(out), manifest["kind"]
         run.num_items, run.shard_size = int(manifest["num_items"]), int(manifest["shard_size"])
-        run.identity, run.manifest, run.manifest_path = {}, dict(manifest), Path(out) / "manifest.json"
+        run.identity, run.manifest = {}, dict(manifest)
+        run.writable, run._checked = False, {}
         return run
+
+    def _checked_manifest(self):
+        if self._spec_splits is None:
+            self._spec_splits = check_manifest(self.manifest_path, self.manifest)
+        return self._spec_splits
+
+    @property
+    def spec(self):
+        """The zoo's weight space (from the checked manifest)."""
+        return self._checked_manifest()[0]
+
+    @property
+    def splits(self) -> dict[str, torch.Tensor]:
+        """The manifest's splits (checked: in range, disjoint) as index tensors."""
+        return self._checked_manifest()[1]
 
     @property
     def num_shards(self) -> int:
@@ -98,31 +117,66 @@ class ZooRun:
     def shard_range(self, k: int) -> tuple[int, int]:
         return k * self.shard_size, min(self.num_items, (k + 1) * self.shard_size)
 
+    def _checker(self) -> ShardCheck:
+        return ShardCheck(self.kind, self.spec, self.manifest.get("shard_sha256"))
+
+    def _read(self, k: int, check: ShardCheck, keys: Sequence[str] = ()) -> tuple[dict[str, torch.Tensor], str | None]:
+        """Shard ``k``'s tensors after every check (:meth:`.integrity.ShardCheck.check`) and its checksum."""
+        start, stop = self.shard_range(k)
+        path = self.shard_path(k)
+        tensors, meta = read_shard(path, expect=stop - start, keys=("index", *keys))
+        return tensors, check.check(path, k, start, stop, tensors, meta)
+
     def pending(self) -> list[int]:
-        """Shards not yet on disk (in order). Existing shards are opened and checked: a corrupt one is
-        an error naming it (a killed run never leaves one, so it is real damage)."""
-        todo = []
+        """Shards not yet on disk (in order). Existing shards are checked as :func:`load_zoo` checks
+        them: a damaged, misplaced or misshapen one is an error naming it (a killed run never leaves
+        one, so it is real damage). A shard from before checksums existed that passes gets its checksum
+        recorded in the manifest. A shard already checked by this run and unchanged since (same size,
+        mtime and inode) is not read again."""
+        todo, check, adopted = [], None, False
         for k in range(self.num_shards):
             p = self.shard_path(k)
-            if not p.exists():
+            try:
+                st = os.stat(p)
+            except FileNotFoundError:
                 todo.append(k)
                 continue
-            start, stop = self.shard_range(k)
-            tensors, _ = read_shard(p, expect=stop - start, keys=("index",))
-            if not torch.equal(tensors["index"], torch.arange(start, stop)):
-                raise ShardError(f"{p}: holds indices {tensors['index'][:3].tolist()}..., expected {start}..{stop - 1}")
+            stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+            if self._checked.get(k) == stamp:
+                continue
+            check = check or self._checker()
+            tensors, digest = self._read(k, check)
+            recorded = self.manifest.get("shard_sha256") or [None] * self.num_shards   # length checked
+            if self.writable and recorded[k] is None:
+                self._record(k, digest or tensors_sha256(tensors))
+                adopted = True
+            self._checked[k] = stamp
+        if adopted:
+            write_json(self.manifest_path, self.manifest)
         return todo
 
+    def _record(self, k: int, digest: str) -> None:
+        sums = self.manifest.get("shard_sha256")
+        if not isinstance(sums, list) or len(sums) != self.num_shards:
+            sums = self.manifest["shard_sha256"] = [None] * self.num_shards
+        sums[k] = digest
+
     def write(self, k: int, tensors: Mapping[str, torch.Tensor]) -> Path:
+        """Write shard ``k`` (atomically), then record its checksum in the manifest. A run killed between
+        the two leaves a shard whose own checksum still verifies it; the next run records it."""
         start, stop = self.shard_range(k)
-        return write_shard(self.shard_path(k), tensors, {"kind": self.kind, "shard": k, "start": start, "stop": stop})
+        path, digest = _write_shard(self.shard_path(k), tensors,
+                                    {"kind": self.kind, "shard": k, "start": start, "stop": stop})
+        self._record(k, digest)
+        write_json(self.manifest_path, self.manifest)
+        st = os.stat(path)
+        self._checked[k] = (st.st_size, st.st_mtime_ns, st.st_ino)
+        return path
 
     def load_all(self, keys: Sequence[str] = ()) -> dict[str, torch.Tensor]:
-        """Every shard concatenated: ``{name: [num_items, ...]}``."""
-        parts = []
-        for k in range(self.num_shards):
-            start, stop = self.shard_range(k)
-            parts.append(read_shard(self.shard_path(k), expect=stop - start, keys=tuple(keys))[0])
+        """Every shard, checked (see :meth:`pending`), concatenated: ``{name: [num_items, ...]}``."""
+        check = self._checker()
+        parts = [self._read(k, check, keys)[0] for k in range(self.num_shards)]
         return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
 
     def finish(self, summary: Mapping) -> dict:
@@ -130,39 +184,6 @@ class ZooRun:
         self.manifest["complete"] = True
         write_json(self.manifest_path, self.manifest)
         return self.manifest
-
-
-def _first_difference(old: Mapping, new: Mapping, prefix: str = ""):
-    for key, value in new.items():
-        was = old.get(key)
-        if isinstance(value, dict) and isinstance(was, dict):
-            d = _first_difference(was, value, f"{prefix}{key}.")
-            if d is not None:
-                return d
-        elif was != value:
-            return f"{prefix}{key}", was, value
-    return None
-
-
-def _short(v) -> str:
-    text = json.dumps(v, sort_keys=True)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def check_splits(splits: Mapping[str, Sequence[int]], n: int) -> dict[str, list[int]]:
-    """Splits as sorted-as-given int lists; every index in ``[0, n)`` and no index in two splits."""
-    out, seen = {}, set()
-    for name, ids in splits.items():
-        ids = [int(i) for i in ids]
-        bad = [i for i in ids if not 0 <= i < n]
-        if bad:
-            raise ValueError(f"split {name!r} has indices outside [0, {n}): {bad[:5]}")
-        both = seen.intersection(ids)
-        if both:
-            raise ValueError(f"split {name!r} shares indices with another split: {sorted(both)[:5]}")
-        seen.update(ids)
-        out[name] = ids
-    return out
 
 
 def generate_inr_zoo(out: str | Path, images: torch.Tensor, labels: torch.Tensor, *,

@@ -90,6 +90,8 @@ def evaluate(model_fn: Any, state: Mapping[str, torch.Tensor], data: Any, *,
     finally:
         if module is not None:
             module.train(was)
+    if n == 0:
+        raise ValueError("evaluating a loss needs at least one sample; the data holds none")
     return total / n, (correct / n if has_acc else None)
 
 
@@ -104,9 +106,12 @@ def barrier_curve(model_fn: Any, a: Mapping[str, torch.Tensor], b: Mapping[str, 
     curve after alignment, the original ``b`` for the naive one. ``correct(state, alpha) -> state``
     is applied to every interpolated network before evaluation (e.g. BatchNorm reset or REPAIR,
     see :func:`weightspace.align.reset_bn_statistics` / :func:`weightspace.align.repair`).
-    ``data``: ``(inputs, targets)`` or an iterable of such batches.
+    ``data``: ``(inputs, targets)`` or an iterable of such batches. ``n >= 2``: the two ends at least
+    (with fewer, the curve's "A" and "B" would be the same network).
     """
-    alphas = np.linspace(0.0, 1.0, n)
+    if int(n) != n or n < 2:
+        raise ValueError(f"a barrier curve needs n >= 2 points (both ends), got {n}")
+    alphas = np.linspace(0.0, 1.0, int(n))
     losses, accs = [], []
     for alpha in tqdm(alphas, desc=f"barrier {label}".strip(), disable=not progress, leave=False):
         state = interpolate(a, b, float(alpha), spec)

@@ -7,7 +7,8 @@ import torch
 
 from ..inputs import hand_back
 from ..spec.spec import WeightSpaceSpec
-from .task_arithmetic import task_vectors
+from ._checks import merge_weights, require_finite
+from .task_arithmetic import add_to_base, task_vectors
 from .ties import elect_and_merge
 
 
@@ -29,18 +30,16 @@ def dare(base: Any, models: Sequence[Any], drop_rate: float = 0.9, scale: float 
     ``combine="ties"`` elects signs and takes the disjoint mean as TIES does, without trimming
     (DARE-TIES). Seeded: one generator draws every mask in entry order.
     """
-    if not 0 <= drop_rate < 1:
+    scale = require_finite("scale", scale)
+    if not 0 <= drop_rate < 1:              # also refuses NaN
         raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
     if combine not in ("sum", "ties"):
         raise ValueError(f"combine must be 'sum' or 'ties', got {combine!r}")
     b, tvs, names, as_ws, spec = task_vectors(base, models, spec)
-    w = [1.0] * len(tvs) if weights is None else [float(x) for x in weights]
-    if len(w) != len(tvs):
-        raise ValueError(f"{len(w)} weights for {len(tvs)} models")
+    w = merge_weights(weights, len(tvs))
     gen = torch.Generator().manual_seed(seed)
-    out = dict(b)
+    merged = {}
     for n in names:
         dropped = [wi * drop_and_rescale(tv[n], drop_rate, gen) for wi, tv in zip(w, tvs)]
-        merged = sum(dropped) if combine == "sum" else elect_and_merge(dropped)
-        out[n] = b[n] + scale * merged
-    return hand_back(out, as_ws, spec)
+        merged[n] = sum(dropped) if combine == "sum" else elect_and_merge(dropped)
+    return hand_back(add_to_base(b, names, scale, merged), as_ws, spec)

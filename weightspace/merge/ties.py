@@ -7,7 +7,8 @@ import torch
 
 from ..inputs import hand_back
 from ..spec.spec import WeightSpaceSpec
-from .task_arithmetic import task_vectors
+from ._checks import merge_weights, require_finite
+from .task_arithmetic import add_to_base, task_vectors
 
 
 def trim(tv: torch.Tensor, density: float) -> torch.Tensor:
@@ -46,14 +47,10 @@ def ties_merging(base: Any, models: Sequence[Any], density: float = 0.2, scale: 
     2. elect: per entry, the sign of the sum of the trimmed (``weights``-scaled) task vectors;
     3. disjoint merge: per entry, the mean over the task vectors whose sign agrees.
     """
-    b, tvs, names, as_ws, spec = task_vectors(base, models, spec)
-    w = [1.0] * len(tvs) if weights is None else [float(x) for x in weights]
-    if len(w) != len(tvs):
-        raise ValueError(f"{len(w)} weights for {len(tvs)} models")
-    if not 0 <= density <= 1:
+    scale = require_finite("scale", scale)
+    if not 0 <= density <= 1:               # also refuses NaN
         raise ValueError(f"density must be in [0, 1], got {density}")
-    out = dict(b)
-    for n in names:
-        merged = elect_and_merge([wi * trim(tv[n], density) for wi, tv in zip(w, tvs)])
-        out[n] = b[n] + scale * merged
-    return hand_back(out, as_ws, spec)
+    b, tvs, names, as_ws, spec = task_vectors(base, models, spec)
+    w = merge_weights(weights, len(tvs))
+    merged = {n: elect_and_merge([wi * trim(tv[n], density) for wi, tv in zip(w, tvs)]) for n in names}
+    return hand_back(add_to_base(b, names, scale, merged), as_ws, spec)
