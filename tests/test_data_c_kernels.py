@@ -1,5 +1,9 @@
 """The SIREN fitting loop's C kernels against torch references, and the loop with them on and off."""
 import math
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -116,3 +120,48 @@ def test_without_a_working_compiler_fitting_falls_back_to_torch(monkeypatch, tmp
     assert not c_kernels.sincos_(z, torch.empty_like(z), 1.0)
     fit = fit_inrs(load_images("digits")[0][:4], steps=200)
     assert (fit.psnr > 30).all()
+
+
+_CHILD = ("import torch; from weightspace.data import c_kernels; z = torch.randn(2, 3, 4); "
+          "print(c_kernels.available(), c_kernels.sincos_(z, torch.empty_like(z), 1.0))")
+
+
+def _kernels_in_a_child(cache):
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "WEIGHTSPACE_C_KERNELS": "1"}
+    return subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_a_truncated_cached_kernel_is_rebuilt_not_loaded(tmp_path):
+    """Loading a truncated library used to kill the process with SIGBUS, in every later run."""
+    from weightspace.data.kernel_cache import is_verified
+
+    first = _kernels_in_a_child(tmp_path)
+    assert first.stdout.split() == ["True", "True"], first.stderr
+    (lib,) = (tmp_path / "weightspace" / "kernels").glob("siren-*.so")
+    size = lib.stat().st_size
+    lib.write_bytes(lib.read_bytes()[: size // 2])
+    again = _kernels_in_a_child(tmp_path)
+    assert again.returncode == 0, f"exit code {again.returncode}: {again.stderr}"
+    assert again.stdout.split() == ["True", "True"]
+    assert "does not match the size and checksum" in again.stderr
+    assert is_verified(lib) and lib.stat().st_size == size
+    assert not list(lib.parent.glob(".build-*"))                        # no temp folder left
+
+
+def test_a_build_that_crashes_its_test_run_is_not_used(monkeypatch, tmp_path):
+    """A compiler that leaves a broken library: the test run in a child process dies (not this
+    process), nothing is cached, and fitting falls back to torch ops."""
+    cc = tmp_path / "broken-cc"
+    cc.write_text(f"""#!/bin/sh
+{shutil.which("cc") or shutil.which("gcc")} "$@" || exit 1
+while [ $# -gt 0 ]; do [ "$1" = "-o" ] && out="$2"; shift; done
+head -c 6000 "$out" > "$out.cut" && mv "$out.cut" "$out"
+""")
+    cc.chmod(0o755)
+    monkeypatch.setattr(c_kernels, "_lib", None)
+    monkeypatch.setattr(c_kernels, "_tried", False)
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.warns(UserWarning, match="fails its test"):
+        assert not c_kernels.available()
+    assert not list((tmp_path / "cache" / "weightspace" / "kernels").iterdir())

@@ -187,3 +187,13 @@ def test_small_cnn_zoo_damage_is_named(tmp_path):
         f.write("step,test_accuracy\n86,0.5\n")
     with pytest.raises(DataFormatError, match=r"metrics\.csv\.gz has 1 rows but .*weights\.npy has 4"):
         read_small_cnn_zoo(tmp_path)
+
+
+def test_small_cnn_zoo_corrupt_deflate_stream_is_named(tmp_path):
+    from test_data_images import corrupt_deflate
+
+    write_small_cnn_zoo(tmp_path, [SmallCNN() for _ in range(2)])
+    m = tmp_path / "metrics.csv.gz"
+    m.write_bytes(corrupt_deflate(gzip.decompress(m.read_bytes())))
+    with pytest.raises(DataFormatError, match=r"metrics\.csv\.gz: not a readable gzip CSV"):
+        read_small_cnn_zoo(tmp_path)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from weightspace.data import DataFormatError, load_images, read_idx
+from weightspace.errors import UsageError
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
@@ -25,11 +27,28 @@ def write_idx(path: Path, arr: np.ndarray, gz: bool = False) -> Path:
     return path
 
 
-def make_idx_dataset(root: Path, n_train=5, n_test=3, gz=True, seed=0):
+def corrupt_deflate(raw: bytes) -> bytes:
+    """A gzip file of ``raw`` whose deflate stream is damaged: decompressing it raises ``zlib.error``
+    (not the CRC / length check's ``BadGzipFile``). Found by flipping one byte at a time."""
+    good = gzip.compress(raw, mtime=0)
+    for pos in range(10, len(good) - 8):
+        bad = bytearray(good)
+        bad[pos] ^= 0x5A
+        try:
+            gzip.decompress(bytes(bad))
+        except zlib.error:
+            return bytes(bad)
+        except Exception:
+            continue
+    raise AssertionError("no single-byte flip breaks this deflate stream")
+
+
+def make_idx_dataset(root: Path, n_train=5, n_test=3, gz=True, seed=0, test_size=28):
     rng = np.random.default_rng(seed)
     parts = {}
     for prefix, n in (("train", n_train), ("t10k", n_test)):
-        imgs = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        side = 28 if prefix == "train" else test_size
+        imgs = rng.integers(0, 256, (n, side, side), dtype=np.uint8)
         labels = rng.integers(0, 10, n, dtype=np.uint8)
         write_idx(root / f"{prefix}-images-idx3-ubyte", imgs, gz)
         write_idx(root / f"{prefix}-labels-idx1-ubyte", labels, gz)
@@ -90,6 +109,34 @@ def test_corrupt_gzip_names_the_file(tmp_path):
         read_idx(tmp_path / "nothing-here")
 
 
+def test_corrupt_deflate_stream_names_the_file(tmp_path):
+    make_idx_dataset(tmp_path, gz=True)
+    p = tmp_path / "train-images-idx3-ubyte.gz"
+    p.write_bytes(corrupt_deflate(gzip.decompress(p.read_bytes())))
+    with pytest.raises(DataFormatError, match=r"train-images-idx3-ubyte\.gz.*corrupt"):
+        load_images("mnist", tmp_path, "train")
+
+
+def test_test_images_of_another_size_name_the_file(tmp_path):
+    from weightspace.data.model_zoo import load_training_data
+    from weightspace.data.recipes import prepare
+
+    make_idx_dataset(tmp_path, test_size=14)
+    assert load_images("mnist", tmp_path, "test")[0].shape == (3, 14, 14)     # each part alone is fine
+    for load in (lambda: load_images("mnist", tmp_path, "all"), lambda: prepare("mnist-inr", tmp_path),
+                 lambda: load_training_data("mnist", tmp_path)):
+        with pytest.raises(DataFormatError, match=r"t10k-images-idx3-ubyte\.gz: test images are 14x14 but the "
+                                                  r"training images are 28x28"):
+            load()
+
+
+def test_labels_outside_the_ten_classes_name_the_file(tmp_path):
+    make_idx_dataset(tmp_path)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([0, 1, 2, 3, 200], dtype=np.uint8), gz=True)
+    with pytest.raises(DataFormatError, match=r"train-labels-idx1-ubyte\.gz: label 200 outside"):
+        load_images("mnist", tmp_path, "train")
+
+
 def _cifar_batch(path: Path, n: int, seed: int):
     rng = np.random.default_rng(seed)
     data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
@@ -121,11 +168,24 @@ def test_cifar10_python_batches(tmp_path):
         load_images("cifar10", tmp_path, "train")
 
 
+@pytest.mark.parametrize("labels,match", [([b"cat", b"dog"], "not an array of numbers"),
+                                          ([3, 12], "labels span 3..12")])
+def test_cifar_batch_with_bad_labels_names_the_file(tmp_path, labels, match):
+    from weightspace.data import read_cifar_batch
+
+    with open(tmp_path / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": labels}, f)
+    with pytest.raises(DataFormatError, match=rf"test_batch: .*{match}"):
+        read_cifar_batch(tmp_path / "test_batch")
+
+
 def test_unknown_source_and_missing_root():
-    with pytest.raises(ValueError, match="unknown image source"):
+    with pytest.raises(UsageError, match="unknown image source") as e:
         load_images("imagenet")
-    with pytest.raises(ValueError, match="root"):
+    assert e.value.where == "source"
+    with pytest.raises(UsageError, match="raw files") as e:
         load_images("mnist")
+    assert e.value.where == "root"
 
 
 @pytest.mark.skipif(not (MNIST / "train-images-idx3-ubyte.gz").is_file(), reason="raw MNIST not present")

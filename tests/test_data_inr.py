@@ -168,3 +168,58 @@ def test_colour_images_and_input_checks():
         fit_inrs(imgs * 255)
     with pytest.raises(ValueError, match="shape"):
         fit_inrs(torch.rand(8, 8))
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(hidden=(0,)), "hidden"), (dict(hidden=()), "hidden"), (dict(w0=0.0), "w0"), (dict(w0=-30.0), "w0"),
+    (dict(lr=float("nan")), "lr"), (dict(lr=0.0), "lr"), (dict(steps=0), "steps"), (dict(batch_size=0), "batch_size"),
+    (dict(seed=-1), "seed"), (dict(target_psnr=float("inf")), "target_psnr"), (dict(betas=(0.9, 1.0)), "betas"),
+    (dict(eps=float("nan")), "eps"), (dict(first_layer_init="zeros"), "first_layer_init"), (dict(workers=0), "workers"),
+])
+def test_bad_hyperparameters_are_refused_before_fitting(digits, kwargs, name):
+    from weightspace.errors import UsageError
+
+    with pytest.raises(UsageError, match=name) as e:
+        fit_inrs(digits[0][:2], steps=kwargs.pop("steps", 5), **kwargs)
+    assert e.value.where == name
+
+
+def test_images_without_pixels_are_refused():
+    from weightspace.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"no pixels: shape \(3, 1, 8, 0\)"):
+        fit_inrs(torch.rand(3, 8, 0), steps=5)
+
+
+def test_bad_fit_arguments_write_no_zoo(tmp_path):
+    from weightspace.data import make_inr_zoo
+    from weightspace.errors import UsageError
+
+    for kwargs, name in ((dict(lr=float("nan")), "lr"), (dict(limit=-5), "limit"), (dict(shard_size=0), "shard_size"),
+                         (dict(hidden=(0,)), "hidden"), (dict(max_shards=0), "max_shards")):
+        with pytest.raises(UsageError) as e:
+            make_inr_zoo("digits-inr", tmp_path / "zoo", workers=1, progress=False, **{"limit": 4, **kwargs})
+        assert e.value.where == name
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_worker_pool_ignores_ctrl_c_and_an_exception_ends_its_workers_at_once(digits):
+    """Ctrl-C is the parent's to handle: workers ignore SIGINT, and an exception (KeyboardInterrupt
+    included) terminates them instead of waiting for their fits (which used to hang ``fit-inrs``)."""
+    import signal
+
+    from weightspace.data import FitWorkers
+
+    kw = dict(steps=50_000, hidden=(32, 32), w0=30.0, lr=5e-4, seed=0, target_psnr=None, output_offset=0.5,
+              first_layer_init="siren", batch_size=8, betas=(0.9, 0.999), eps=1e-8)
+    with pytest.raises(KeyboardInterrupt):
+        with FitWorkers(2) as pool:
+            assert pool._pool.submit(signal.getsignal, signal.SIGINT).result() == signal.SIG_IGN
+            for _ in range(2):
+                pool.submit(digits[0][:8].unsqueeze(1), torch.arange(8), kw)     # minutes of work each
+            procs = list(pool._pool._processes.values())
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            raise KeyboardInterrupt
+    assert time.monotonic() - t0 < 5
+    assert procs and not any(p.is_alive() for p in procs)

@@ -1,11 +1,13 @@
 """Model zoos: per-model hyperparameters, records that match the weights, resumable shards."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from weightspace.cli import main as cli
 from weightspace.data import load_zoo, make_model_zoo
 from weightspace.data.model_zoo import build_model, load_training_data, sample_config
+from weightspace.errors import UsageError
 
 KW = dict(num_models=5, steps=(15, 30), shard_size=2, progress=False, seed=1, threads=1)
 
@@ -45,3 +47,16 @@ def test_cli_make_zoo(tmp_path, capsys):
                 "--no-progress"]) == 0
     assert "3 models" in capsys.readouterr().out
     assert load_zoo(out).weights.batch_size == 3
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(num_models=0), "num_models"), (dict(num_models=-2), "num_models"), (dict(width=0), "width"),
+    (dict(steps=(0, 5)), "steps"), (dict(steps=()), "steps"), (dict(batch_size=0), "batch_size"),
+    (dict(shard_size=0), "shard_size"), (dict(seed=-1), "seed"), (dict(arch="rnn"), "arch"),
+    (dict(source="cifar10"), "source"), (dict(max_shards=0), "max_shards"),
+])
+def test_bad_arguments_are_refused_before_any_write(tmp_path, kwargs, name):
+    with pytest.raises(UsageError) as e:
+        make_model_zoo(tmp_path / "zoo", **{**KW, **kwargs})
+    assert e.value.where == name
+    assert not (tmp_path / "zoo").exists()

@@ -54,11 +54,19 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, modules = build_parser()
-    args = parser.parse_args(argv)
+    from .interrupts import deferred_sigint
+    interrupted = False
+    try:
+        with deferred_sigint():
+            parser, modules = build_parser()
+            args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        interrupted = True
     mod = modules[args.command]
     prog = f"weightspace {args.command}"
     try:
+        if interrupted:
+            raise KeyboardInterrupt
         return mod.run(args) or 0
     except KeyboardInterrupt:
         hint = "; rerun the same command to resume" if getattr(mod, "RESUMABLE", False) else ""

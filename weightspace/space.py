@@ -2,21 +2,23 @@
 from __future__ import annotations
 
 import numbers
+import operator
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
-from .spec.errors import SpecError
+from .spec.errors import SpecError, require_module
 from .spec.spec import WeightSpaceSpec
 
 
 class WeightSpace:
     """``name -> Tensor[B, *shape]`` for B networks of one architecture.
 
-    Arithmetic (``+ - * /``, with scalars, ``[B]`` tensors or another WeightSpace of the same spec)
-    acts on the learned-on entries (parameters and norm statistics); plain buffers
-    (``num_batches_tracked``) are carried from the left operand. ``ws["fc1.weight"]`` is a tensor,
-    ``ws[3]`` / ``ws[2:5]`` / ``ws[index_tensor]`` select networks.
+    Arithmetic (``+ - * /``, with scalars, ``[B]`` tensors or another WeightSpace of the same spec
+    and batch size, or of one network, which is broadcast) acts on the learned-on entries
+    (parameters and norm statistics); plain buffers (``num_batches_tracked``) are carried from the
+    left operand. ``ws["fc1.weight"]`` is a tensor, ``ws[3]`` / ``ws[2:5]`` / ``ws[index_tensor]``
+    select networks; an index out of range is an ``IndexError``, as for a list.
     """
 
     __slots__ = ("spec", "tensors")
@@ -52,6 +54,8 @@ class WeightSpace:
 
     @classmethod
     def from_modules(cls, modules: Sequence[torch.nn.Module], spec: WeightSpaceSpec) -> "WeightSpace":
+        for i, m in enumerate(modules):
+            require_module(m, f"WeightSpace.from_modules (module #{i})")
         return cls.from_state_dicts([{k: v.detach() for k, v in m.state_dict().items()} for m in modules], spec)
 
     @classmethod
@@ -95,8 +99,7 @@ class WeightSpace:
                 return self.tensors[key]
             except KeyError:
                 raise SpecError(f"weight space has no entry '{key}'") from None
-        if isinstance(key, int):
-            key = slice(key, key + 1) if key != -1 else slice(-1, None)
+        key = _network_index(key, self.batch_size)
         return WeightSpace(self.spec, {n: t[key] for n, t in self.tensors.items()})
 
     def __iter__(self) -> Iterator["WeightSpace"]:
@@ -154,7 +157,12 @@ class WeightSpace:
         keep = set(self.spec.weight_names)
         if isinstance(other, WeightSpace):
             self.spec.require_same(other.spec)
-            return WeightSpace(self.spec, {n: op(t, other.tensors[n]) if n in keep else t
+            a, b = self.batch_size, other.batch_size
+            if a != b and 1 not in (a, b):
+                raise SpecError(f"cannot combine weight spaces of {a} and {b} networks: the batch sizes must "
+                                f"match (or one side hold a single network, which is broadcast)")
+            n_out = b if a == 1 else a  # torch's broadcasting: 1 against 0 gives 0
+            return WeightSpace(self.spec, {n: op(t, other.tensors[n]) if n in keep else t.expand(n_out, *t.shape[1:])
                                            for n, t in self.tensors.items()})
         if isinstance(other, numbers.Number):
             return WeightSpace(self.spec, {n: op(t, other) if n in keep else t for n, t in self.tensors.items()})
@@ -197,3 +205,37 @@ class WeightSpace:
     def __repr__(self) -> str:
         return (f"WeightSpace({self.batch_size} networks x {self.spec.num_weights:,} weights, "
                 f"{len(self.spec.params)} tensors, dtype={self.dtype})")
+
+
+def _network_index(key: Any, n: int) -> Any:
+    """``ws[key]`` for a batch of ``n`` networks, as a tensor index: an integer (Python, numpy or a
+    0-d tensor; negative counts from the end) becomes a one-network slice and must lie in
+    ``-n..n-1``, like a list index; a slice is taken as given (it clips, like a list slice); an
+    index tensor or list (integers, or a boolean mask of length ``n``) is checked the same way.
+    Out of range is an ``IndexError`` naming the index and the batch size, never an empty batch."""
+    if isinstance(key, slice):
+        return key
+    if not isinstance(key, bool):
+        try:
+            i = operator.index(key)
+        except TypeError:
+            i = None
+        if i is not None:
+            if not -n <= i < n:
+                raise IndexError(f"network index {i} is out of range for a weight space of {n} networks")
+            i %= n
+            return slice(i, i + 1)
+    idx = torch.as_tensor(key)
+    if idx.dim() == 1 and idx.numel() == 0:
+        return idx.long()  # ws[[]]: no networks
+    if idx.dtype == torch.bool:
+        if idx.shape != (n,):
+            raise IndexError(f"a boolean mask selecting networks needs shape ({n},), got {tuple(idx.shape)}")
+        return idx
+    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dim() != 1:
+        raise IndexError(f"networks are selected by an int, a slice, or a 1-d index or mask tensor, got "
+                         f"{type(key).__name__} {tuple(idx.shape) if idx.dim() else ''}".rstrip())
+    bad = idx[(idx < -n) | (idx >= n)]
+    if bad.numel():
+        raise IndexError(f"network index {int(bad[0])} is out of range for a weight space of {n} networks")
+    return idx

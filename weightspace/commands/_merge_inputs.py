@@ -26,9 +26,7 @@ import torch
 from ..errors import UsageError
 from ..io import CheckpointError, check_finite, first_nonfinite, load_checkpoint
 
-ALIGN = ["naive", "weight-matching", "activation-matching", "ste", "sinkhorn"]
-MANY = ["merge-many", "average"]
-TASK = ["task-arithmetic", "ties", "dare"]
+from .merge import ALIGN, MANY, TASK  # noqa: E402  (the method lists live with the command's options)
 
 
 def check_arguments(args) -> None:

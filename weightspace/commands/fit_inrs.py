@@ -8,6 +8,7 @@ flags override single hyperparameters. Run the same command again to resume a ki
   weightspace fit-inrs --source mnist --root ../shared/data/mnist --out datasets/mnist-inr --workers 2
 """
 HELP = "fit an INR zoo (one SIREN per image), sharded and resumable"
+RESUMABLE = True                 # Ctrl-C: "interrupted; rerun the same command to resume" (weightspace.cli)
 
 
 def add_arguments(p):
@@ -30,17 +31,23 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    """Every option is checked before the images are loaded or anything is written (the library's
+    checks, named by option: ``--limit must be >= 1``); Ctrl-C stops the workers at once."""
     import time
 
+    from ._common import option_names, preload
+
+    preload("torch", "numpy", "safetensors.torch", "tqdm.auto", "weightspace.data",
+            *(["sklearn.datasets"] if args.source == "digits" else []))
     from ..data.recipes import make_inr_zoo, recipe_for
 
-    recipe = recipe_for(args.source)
     t0 = time.perf_counter()
-    manifest = make_inr_zoo(recipe, args.out, root=args.root, seed=args.seed, limit=args.limit,
-                            shard_size=args.shard_size, workers=args.workers, threads=args.threads,
-                            progress=not args.no_progress, max_shards=args.max_shards, steps=args.steps,
-                            lr=args.lr, target_psnr=args.target_psnr, hidden=args.hidden, w0=args.w0,
-                            batch_size=args.batch_size)
+    with option_names(args):
+        manifest = make_inr_zoo(recipe_for(args.source), args.out, root=args.root, seed=args.seed, limit=args.limit,
+                                shard_size=args.shard_size, workers=args.workers, threads=args.threads,
+                                progress=not args.no_progress, max_shards=args.max_shards, steps=args.steps,
+                                lr=args.lr, target_psnr=args.target_psnr, hidden=args.hidden, w0=args.w0,
+                                batch_size=args.batch_size)
     dt = time.perf_counter() - t0
     if not manifest.get("complete"):
         print(f"stopped after --max-shards; run the same command again to continue ({args.out})")

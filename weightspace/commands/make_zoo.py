@@ -9,6 +9,7 @@ a dataset for generalization prediction. Sharded and resumable (run the same com
   weightspace make-zoo --source mnist --root ../shared/data/mnist --out datasets/mnist-cnn-zoo --num-models 2000
 """
 HELP = "train a model zoo (CNNs / MLPs with varied hyperparameters), sharded and resumable"
+RESUMABLE = True                 # Ctrl-C: "interrupted; rerun the same command to resume" (weightspace.cli)
 
 
 def add_arguments(p):
@@ -29,15 +30,22 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    """Every option is checked before the data are loaded or anything is written (the library's
+    checks, named by option: ``--num-models must be >= 1``)."""
     import time
 
+    from ._common import option_names, preload
+
+    preload("torch", "numpy", "safetensors.torch", "tqdm.auto", "weightspace.data",
+            *(["sklearn.datasets"] if args.source == "digits" else []))
     from ..data.model_zoo import make_model_zoo
 
     t0 = time.perf_counter()
-    m = make_model_zoo(args.out, num_models=args.num_models, source=args.source, root=args.root, arch=args.arch,
-                       width=args.width, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                       shard_size=args.shard_size, progress=not args.no_progress, max_shards=args.max_shards,
-                       threads=args.threads)
+    with option_names(args):
+        m = make_model_zoo(args.out, num_models=args.num_models, source=args.source, root=args.root, arch=args.arch,
+                           width=args.width, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                           shard_size=args.shard_size, progress=not args.no_progress, max_shards=args.max_shards,
+                           threads=args.threads)
     if not m.get("complete"):
         print(f"stopped after --max-shards; run the same command again to continue ({args.out})")
         return 0

@@ -43,7 +43,11 @@ from __future__ import annotations
 import time
 
 from ..errors import UsageError
-from ._merge_inputs import ALIGN, MANY, TASK
+
+# torch is imported only when the command runs (every command's --help and parse stay fast)
+ALIGN = ["naive", "weight-matching", "activation-matching", "ste", "sinkhorn"]
+MANY = ["merge-many", "average"]
+TASK = ["task-arithmetic", "ties", "dare"]
 
 HELP = "align and merge checkpoints (Git Re-Basin, REPAIR, TIES, DARE, ...) and print the barrier"
 

@@ -20,8 +20,10 @@ matmul peak; what held the loop back were the passes around them. These kernels 
 The source below is compiled with the system C compiler (``$CC``, else ``cc`` / ``gcc`` / ``clang``)
 into ``$XDG_CACHE_HOME/weightspace/kernels`` (default ``~/.cache``), keyed by the source, flags and
 CPU, and loaded with :mod:`ctypes`: nothing to build at install time, no torch headers, well under a
-second to compile. Without a working compiler, with ``WEIGHTSPACE_C_KERNELS=0`` in the environment or
-after ``set_enabled(False)``, :func:`available` is False and every wrapper returns False so that the
+second to compile. A cached library is loaded only if it matches the size and checksum recorded when
+it was built and test-run in a child process (:mod:`.kernel_cache`); a damaged one is rebuilt.
+Without a working compiler, with ``WEIGHTSPACE_C_KERNELS=0`` in the environment or after
+``set_enabled(False)``, :func:`available` is False and every wrapper returns False so that the
 caller runs its torch version (same results up to float rounding). Only float32 CPU tensors are
 handled; float64 always takes the torch path.
 """
@@ -33,13 +35,13 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import torch
+
+from .kernel_cache import cache_dir, cpu_id, verified_library
 
 _SOURCE = r"""
 #include <math.h>
@@ -133,6 +135,19 @@ _SIGNATURES = {
     "ws_separable_grad": [_PTR, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _F32],
 }
 
+# run in a child process on a fresh build (weightspace.data.kernel_cache): load it, compute a few sines
+_PROBE = """
+import ctypes, math, sys
+lib = ctypes.CDLL(sys.argv[1])
+n = 5
+z, s = (ctypes.c_float * n)(*[0.1 * i - 0.2 for i in range(n)]), (ctypes.c_float * n)()
+lib.ws_sincos.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                          ctypes.c_int64, ctypes.c_float]
+lib.ws_sincos(z, n, s, n, 1, n, ctypes.c_float(30.0))
+err = max(abs(s[i] - math.sin(30 * (0.1 * i - 0.2))) + abs(z[i] - math.cos(30 * (0.1 * i - 0.2))) for i in range(n))
+sys.exit(0 if err < 1e-5 else f"sincos is off by {err}")
+"""
+
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _tried = False
@@ -140,39 +155,16 @@ _enabled = os.environ.get("WEIGHTSPACE_C_KERNELS", "1").lower() not in ("0", "fa
 _pool: ThreadPoolExecutor | None = None
 
 
-def _cpu_id() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "weightspace" / "kernels"
-
-
 def _build() -> ctypes.CDLL | None:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
         return None
-    key = hashlib.sha256("\0".join([_SOURCE, *_FLAGS, cc, platform.machine(), _cpu_id()]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"siren-{key}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            src, lib = Path(tmp) / "siren.c", Path(tmp) / "siren.so"
-            src.write_text(_SOURCE)
-            done = subprocess.run([cc, *_FLAGS, "-o", str(lib), str(src)], capture_output=True, text=True)
-            if done.returncode != 0:
-                warnings.warn(f"weightspace: could not compile the SIREN C kernels with {cc} "
-                              f"({done.stderr.strip()[:300]}); fitting uses torch ops instead", stacklevel=2)
-                return None
-            os.replace(lib, target)                      # atomic: concurrent workers never see half a file
-    lib = ctypes.CDLL(str(target))
+    key = hashlib.sha256("\0".join([_SOURCE, *_FLAGS, cc, platform.machine(), cpu_id()]).encode()).hexdigest()[:16]
+    path = verified_library(cache_dir() / f"siren-{key}.so", _SOURCE,
+                            lambda src, out: [cc, *_FLAGS, "-o", str(out), str(src)], _PROBE)
+    if path is None:
+        return None
+    lib = ctypes.CDLL(str(path))
     for name, args in _SIGNATURES.items():
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, None

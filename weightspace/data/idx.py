@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import math
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,9 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, decompressed if it ends in ``.gz``. Every error of the reading or of the
+    decompression (``OSError``, ``EOFError``, ``gzip.BadGzipFile``, ``zlib.error`` for a corrupt deflate
+    stream) is re-raised as :class:`DataFormatError` naming the file."""
     if not path.is_file():
         raise DataFormatError(f"{path}: file not found")
     try:
@@ -27,7 +31,7 @@ def _read_bytes(path: Path) -> bytes:
             with gzip.open(path, "rb") as f:
                 return f.read()
         return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise DataFormatError(f"{path}: cannot be read as {'gzip' if path.suffix == '.gz' else 'a file'} "
                               f"(corrupt or truncated?): {e}") from e
 
@@ -71,18 +75,23 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     raw = _read_bytes(path)
     try:
         obj = _SafeUnpickler(raw).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+    except Exception as e:          # a damaged pickle fails in many ways (KeyError, IndexError, struct.error...)
         raise DataFormatError(f"{path}: not a readable CIFAR-10 batch (corrupt or truncated pickle?): {e}") from e
     if not isinstance(obj, dict):
         raise DataFormatError(f"{path}: holds a {type(obj).__name__}, expected a dict with 'data' and 'labels'")
     obj = {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
     if "data" not in obj or "labels" not in obj:
         raise DataFormatError(f"{path}: missing 'data' or 'labels' (keys: {sorted(obj)})")
-    data, labels = np.asarray(obj["data"]), np.asarray(obj["labels"], dtype=np.int64)
+    try:
+        data, labels = np.asarray(obj["data"]), np.asarray(obj["labels"], dtype=np.int64).reshape(-1)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise DataFormatError(f"{path}: 'data' or 'labels' is not an array of numbers: {e}") from e
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataFormatError(f"{path}: 'data' is {data.dtype} {data.shape}, expected uint8 [N, 3072]")
     if len(labels) != len(data):
         raise DataFormatError(f"{path}: {len(data)} images but {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise DataFormatError(f"{path}: labels span {labels.min()}..{labels.max()}, CIFAR-10 has classes 0..9")
     return data.reshape(-1, 3, 32, 32), labels
 
 

@@ -6,9 +6,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from .idx import DataFormatError, read_cifar_batch, read_idx
 
 SOURCES = ("digits", "mnist", "fashion-mnist", "cifar10")
+NUM_CLASSES = 10                                     # every source above has ten classes
 
 # Original file names (LeCun's MNIST page; Zalando's Fashion-MNIST uses the same names).
 _IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -30,15 +32,17 @@ def load_images(source: str = "digits", root: str | Path | None = None, split: s
     * ``"cifar10"``: the python batches under ``root`` (``data_batch_1..5``, ``test_batch``, the
       files of ``cifar-10-batches-py``); split ``"train"`` / ``"test"`` / ``"all"``.
 
-    Missing, corrupt or truncated files raise :class:`DataFormatError` naming the file.
+    Missing, corrupt or truncated files, labels outside the source's classes and test images of
+    another size than the training images raise :class:`DataFormatError` naming the file; an unknown
+    source, split or a missing ``root`` raise :class:`~weightspace.errors.UsageError`.
     """
     source = source.lower().replace("_", "-")
     if source == "fashion":
         source = "fashion-mnist"
     if source not in SOURCES:
-        raise ValueError(f"unknown image source {source!r}; choose one of {SOURCES}")
+        raise UsageError(f"unknown image source {source!r}; choose one of {', '.join(SOURCES)}", "source")
     if split not in ("train", "test", "all"):
-        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+        raise UsageError(f"split must be 'train', 'test' or 'all', got {split!r}", "split")
     if source == "digits":
         from sklearn.datasets import load_digits
 
@@ -46,10 +50,10 @@ def load_images(source: str = "digits", root: str | Path | None = None, split: s
         return (torch.from_numpy(d.images.astype(np.float32) / 16.0),
                 torch.from_numpy(d.target.astype(np.int64)))
     if root is None:
-        raise ValueError(f"source {source!r} needs root=DIR with its raw files (nothing is downloaded)")
+        raise UsageError(f"source {source!r} needs the folder with its raw files (nothing is downloaded)", "root")
     root = Path(root)
     if split == "all":
-        parts = [load_images(source, root, s) for s in ("train", "test")]
+        parts = load_train_test(source, root)
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     if source == "cifar10":
         if (root / "cifar-10-batches-py").is_dir():
@@ -67,7 +71,22 @@ def load_images(source: str = "digits", root: str | Path | None = None, split: s
         raise DataFormatError(f"{lbl_path}: expected uint8 labels [N], found {labels.dtype} {labels.shape}")
     if len(images) != len(labels):
         raise DataFormatError(f"{img_path} holds {len(images)} images but {lbl_path} holds {len(labels)} labels")
+    if len(labels) and int(labels.max()) >= NUM_CLASSES:
+        raise DataFormatError(f"{lbl_path}: label {int(labels.max())} outside the {NUM_CLASSES} classes 0..9 "
+                              f"of {source}")
     return torch.from_numpy(images.astype(np.float32) / 255.0), torch.from_numpy(labels.astype(np.int64))
+
+
+def load_train_test(source: str, root: str | Path | None) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """``((train images, labels), (test images, labels))`` of a source with an official split, checked
+    to agree: test images of another size than the training images are a :class:`DataFormatError`
+    naming the test images' file (they cannot share a model or a zoo)."""
+    train, test = (load_images(source, root, s) for s in ("train", "test"))
+    if train[0].shape[1:] != test[0].shape[1:]:                 # (CIFAR-10's reader fixes 3x32x32)
+        where = _find(Path(root), _IDX_FILES["test"][0])
+        raise DataFormatError(f"{where}: test images are {'x'.join(map(str, test[0].shape[1:]))} but the training "
+                              f"images are {'x'.join(map(str, train[0].shape[1:]))}; both must come from one source")
+    return train, test
 
 
 def _find(root: Path, name: str) -> Path:

@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from ..space import WeightSpace
 from ..spec import WeightSpaceSpec
+from . import _args
 from .adam import BiasCorrections, adam_step
 
 if TYPE_CHECKING:
@@ -115,15 +117,42 @@ def _as_images(images) -> torch.Tensor:
     if x.dim() == 3:
         x = x.unsqueeze(1)
     if x.dim() != 4:
-        raise ValueError(f"images must be [N, H, W] or [N, C, H, W], got shape {tuple(x.shape)}")
+        raise UsageError(f"images must be [N, H, W] or [N, C, H, W], got shape {tuple(x.shape)}", "images")
     if x.shape[0] == 0:
-        raise ValueError("no images given")
+        raise UsageError("no images given", "images")
+    if x.numel() == 0:
+        raise UsageError(f"images have no pixels: shape {tuple(x.shape)}", "images")
     if not torch.isfinite(x).all():
-        raise ValueError("images contain NaN or inf")
+        raise UsageError("images contain NaN or inf", "images")
     lo, hi = x.min().item(), x.max().item()
     if lo < -1e-6 or hi > 1 + 1e-6:
-        raise ValueError(f"images must lie in [0, 1] (PSNR assumes peak 1); values span [{lo:.3g}, {hi:.3g}]")
+        raise UsageError(f"images must lie in [0, 1] (PSNR assumes peak 1); values span [{lo:.3g}, {hi:.3g}]")
     return x.float()
+
+
+def check_fit_args(steps=1000, hidden=(32, 32), w0=30.0, lr=5e-4, seed=0, target_psnr=40.0,
+                   output_offset=0.5, first_layer_init="siren", batch_size=None, betas=(0.9, 0.999),
+                   eps=1e-8) -> None:
+    """Refuse fitting hyperparameters that cannot work, before anything is fitted or written:
+    :class:`~weightspace.errors.UsageError` naming the parameter. Counts (``steps``, every
+    ``hidden`` width, ``batch_size``) must be >= 1; ``w0`` and ``lr`` finite and > 0 (``w0 = 0``
+    divides by zero in the init, ``lr = nan`` fits an all-NaN zoo); ``seed`` >= 0 (numpy's seed
+    sequences take no negative entropy); ``betas`` in [0, 1); ``eps`` >= 0; ``target_psnr`` and
+    ``output_offset`` finite."""
+    _args.count("steps", steps)
+    _args.counts("hidden", hidden)
+    _args.real("w0", w0, positive=True)
+    _args.real("lr", lr, positive=True)
+    _args.count("seed", seed, low=0)
+    _args.real("target_psnr", target_psnr, optional=True)
+    _args.real("output_offset", output_offset)
+    _args.choice("first_layer_init", first_layer_init, FIRST_LAYER_INITS)
+    _args.count("batch_size", batch_size, optional=True)
+    if len(tuple(betas)) != 2:
+        raise UsageError(f"betas must be two numbers, got {betas!r}", "betas")
+    for b in betas:
+        _args.real("betas", b, low=0.0, below=1.0)
+    _args.real("eps", eps, low=0.0)
 
 
 def fit_inrs(images, steps: int = 1000, hidden: Sequence[int] = (32, 32), w0: float = 30.0, lr: float = 5e-4,
@@ -150,11 +179,15 @@ def fit_inrs(images, steps: int = 1000, hidden: Sequence[int] = (32, 32), w0: fl
     stolen core stalls every parallel region). ``progress``: a tqdm bar with INRs/s and mean PSNR
     (a string sets its description); ``callback(indices, psnr)`` sees each group of finished INRs.
     """
+    from .parallel import FitWorkers, fit_in_workers
+
+    check_fit_args(steps, hidden, w0, lr, seed, target_psnr, output_offset, first_layer_init, batch_size, betas, eps)
+    if not isinstance(workers, FitWorkers):
+        _args.count("workers", workers)
+    _args.count("threads", threads, low=0, optional=True)
     x = _as_images(images)
     N, C, H, W = x.shape
     hidden = tuple(int(h) for h in hidden)
-    if not hidden:
-        raise ValueError("a SIREN needs at least one hidden layer")
     idx = torch.arange(N) if indices is None else torch.as_tensor(list(indices), dtype=torch.long)
     if idx.shape != (N,):
         raise ValueError(f"{len(idx)} indices for {N} images")
@@ -163,8 +196,6 @@ def fit_inrs(images, steps: int = 1000, hidden: Sequence[int] = (32, 32), w0: fl
     kw = dict(steps=int(steps), hidden=hidden, w0=float(w0), lr=float(lr), seed=int(seed),
               target_psnr=target_psnr, output_offset=float(output_offset), first_layer_init=first_layer_init,
               batch_size=int(batch_size), betas=tuple(betas), eps=float(eps))
-    if first_layer_init not in FIRST_LAYER_INITS:
-        raise ValueError(f"first_layer_init must be one of {FIRST_LAYER_INITS}, got {first_layer_init!r}")
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -184,7 +215,6 @@ def fit_inrs(images, steps: int = 1000, hidden: Sequence[int] = (32, 32), w0: fl
             callback(ids, psnr)
 
     try:
-        from .parallel import FitWorkers, fit_in_workers
         if isinstance(workers, FitWorkers):
             flat, psnr, nsteps = workers.fit(x, idx, kw, report)
         elif workers <= 1 or N < 2:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
+from . import _args
 from .adam import adam_step
 
 ACTIVATIONS = ("relu", "tanh")
@@ -35,6 +36,7 @@ OPTIMIZERS = ("adam", "sgd")
 INITS = ("default", "xavier_normal", "orthogonal", "normal")
 DROPOUTS = (0.0, 0.1, 0.3)
 STEPS = (100, 200, 400, 800)
+ZOO_SOURCES = ("digits", "mnist", "fashion-mnist")  # grey-scale 10-class sources (CIFAR-10 would need C = 3)
 
 
 @dataclass(frozen=True)
@@ -273,15 +275,15 @@ def load_training_data(source: str = "digits", root: str | Path | None = None, s
     """Training and test images as ``[N, 1, H, W]`` float tensors with labels. MNIST / Fashion-MNIST
     use their official splits; digits a deterministic 1,297 / 500 split."""
     from .datasets import split_indices
-    from .images import load_images
+    from .images import load_images, load_train_test
 
+    _args.choice("source", source.lower().replace("_", "-"), ZOO_SOURCES)
     if source == "digits":
         x, y = load_images("digits")
         s = split_indices(len(x), {"train": -1, "test": 500}, seed=seed)
         return {"x_train": x[s["train"]].unsqueeze(1), "y_train": y[s["train"]],
                 "x_test": x[s["test"]].unsqueeze(1), "y_test": y[s["test"]], "name": "digits"}
-    xtr, ytr = load_images(source, root, "train")
-    xte, yte = load_images(source, root, "test")
+    (xtr, ytr), (xte, yte) = load_train_test(source, root)
     return {"x_train": xtr.unsqueeze(1), "y_train": ytr, "x_test": xte.unsqueeze(1), "y_test": yte, "name": source}
 
 
@@ -294,11 +296,25 @@ def make_model_zoo(out: str | Path, num_models: int = 200, source: str = "digits
     One architecture per zoo (``arch``, ``width``): a zoo is a dataset of one weight space. Records per
     model: ``test_accuracy``, ``test_loss``, ``train_loss``, ``train_accuracy`` and every
     hyperparameter (categorical ones as indices into the lists in the manifest).
+
+    Every argument is checked before the data are loaded or anything is written (counts and sizes
+    >= 1, ``seed`` >= 0, a known ``arch`` and ``source``): a bad one raises
+    :class:`~weightspace.errors.UsageError` naming it.
     """
     from ..spec import WeightSpaceSpec
     from .inr import _with_threads
     from .zoo import ZooRun, fingerprint
 
+    num_models = _args.count("num_models", num_models)
+    _args.choice("arch", arch, ("cnn", "mlp"))
+    _args.choice("source", source.lower().replace("_", "-"), ZOO_SOURCES)
+    width, batch_size, shard_size = (_args.count(n, v) for n, v in
+                                     (("width", width), ("batch_size", batch_size), ("shard_size", shard_size)))
+    steps = _args.counts("steps", steps)
+    _args.count("seed", seed, low=0)
+    _args.count("max_shards", max_shards, optional=True)
+    _args.count("threads", threads, low=0, optional=True)
+    _args.out_folder("out", out)
     data = load_training_data(source, root, seed)
     cfgs = [sample_config(seed, i, arch, (width,), steps, batch_size) for i in range(num_models)]
     model = build_model(cfgs[0], tuple(data["x_train"].shape[1:]),

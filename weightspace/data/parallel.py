@@ -3,15 +3,25 @@
 One OpenMP thread per process is the robust way to use several cores on a shared machine: with two
 threads in one process, a core taken by another job stalls every parallel region (measured here:
 20x slower under load), while independent processes just slow down proportionally.
+
+Ctrl-C: only the parent handles it. Workers ignore SIGINT (a terminal sends it to the whole process
+group; a worker interrupted while holding a queue's lock used to leave its parent waiting for minutes),
+and are started with the interrupt deferred (:func:`weightspace.interrupts.deferred_sigint`), so no
+worker exists that its pool does not know. When the work ends with an exception, Ctrl-C included, the
+pool terminates its workers at once (``SIGTERM``, then ``SIGKILL`` after a few seconds) instead of
+waiting for them: their results would be thrown away, and a resumed run recomputes them.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 import torch
+
+from ..interrupts import deferred_sigint, ignore_sigint
 
 _PARENT = None
 _QUEUE = None
@@ -19,6 +29,7 @@ _QUEUE = None
 
 def _init_worker(threads: int, parent: int, q) -> None:
     global _PARENT, _QUEUE
+    ignore_sigint()
     _PARENT, _QUEUE = parent, q
     torch.set_num_threads(max(1, int(threads)))
 
@@ -40,7 +51,8 @@ class FitWorkers:
 
     Workers are forked where the platform allows (no ``if __name__ == "__main__"`` guard needed,
     nothing re-imported; each sets its own thread count first, as DataLoader workers do), spawned
-    elsewhere."""
+    elsewhere. An exception (Ctrl-C included) inside :meth:`fit` or a ``with`` block terminates the
+    workers at once; the pool cannot be used after that."""
 
     def __init__(self, workers: int = 2, threads: int = 1):
         self.workers, self.threads = int(workers), int(threads)
@@ -54,14 +66,18 @@ class FitWorkers:
         """Split the images into ``workers`` contiguous parts, fit them in parallel, and merge."""
         N = x.shape[0]
         parts = [p for p in torch.arange(N).tensor_split(min(self.workers, N)) if len(p)]
-        futures = {self._pool.submit(_fit_part, x[p].clone(), idx[p].clone(), kw): p for p in parts}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+        try:
+            futures = {self.submit(x[p], idx[p], kw): p for p in parts}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                self._drain(report)
+                for f in done:
+                    f.result()                    # re-raise a worker's exception here
             self._drain(report)
-            for f in done:
-                f.result()                        # re-raise a worker's exception here
-        self._drain(report)
+        except BaseException:
+            self.terminate()
+            raise
         results = {futures[f]: f.result() for f in futures}
         flat = torch.empty(N, results[parts[0]][0].shape[1])
         psnr, steps = torch.empty(N), torch.empty(N, dtype=torch.long)
@@ -72,7 +88,9 @@ class FitWorkers:
     def submit(self, x: torch.Tensor, idx: torch.Tensor, kw: dict):
         """Fit ``x`` (indices ``idx``) in one worker; a Future of ``(params, psnr, steps)``. Progress
         arrives through :meth:`drain`."""
-        return self._pool.submit(_fit_part, x.clone(), idx.clone(), kw)
+        x, idx = x.clone(), idx.clone()
+        with deferred_sigint():                   # submit() may start the worker processes
+            return self._pool.submit(_fit_part, x, idx, kw)
 
     def drain(self, report) -> None:
         """Pass every progress report received so far to ``report(ids, psnr)``."""
@@ -87,14 +105,38 @@ class FitWorkers:
             report(ids, psnr)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Wait for the workers to finish and end them (or terminate them if interrupted meanwhile)."""
+        try:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:
+            self.terminate()
+            raise
+        self._queue.close()
+
+    def terminate(self, grace: float = 3.0) -> None:
+        """End the workers now: ``SIGTERM``, and ``SIGKILL`` for any still alive after ``grace`` seconds.
+        Running and queued fits are dropped."""
+        # the executor's own table of its processes (ProcessPoolExecutor has no public way before 3.14)
+        procs = list((getattr(self._pool, "_processes", None) or {}).values())
+        for p in procs:
+            p.terminate()
+        deadline = time.monotonic() + grace
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(1.0)
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self._queue.close()
 
     def __enter__(self) -> "FitWorkers":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.terminate()
 
 
 def fit_in_workers(x, idx, kw, report, workers: int, threads: int = 1):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UsageError
+from . import _args
 from .datasets import split_indices
 
 # The published MNIST-INR fitting recipe (see weightspace.data.inr): SIREN 2-32-32-1, w0 = 30,
@@ -50,16 +52,26 @@ def recipe_for(source: str) -> INRRecipe:
     if key in RECIPES:
         return RECIPES[key]
     if key not in _SOURCE_RECIPE:
-        raise ValueError(f"no INR recipe for source {source!r}; recipes: {sorted(RECIPES)}")
+        raise UsageError(f"no INR recipe for source {source!r}; choose one of {', '.join(_SOURCE_RECIPE)} "
+                         f"(recipes: {', '.join(sorted(RECIPES))})", "source")
     return RECIPES[_SOURCE_RECIPE[key]]
+
+
+def _recipe(recipe: INRRecipe | str) -> INRRecipe:
+    if isinstance(recipe, INRRecipe):
+        return recipe
+    if recipe not in RECIPES:
+        raise UsageError(f"unknown recipe {recipe!r}; choose one of {', '.join(sorted(RECIPES))}", "recipe")
+    return RECIPES[recipe]
 
 
 def prepare(recipe: INRRecipe | str, root: str | Path | None = None, seed: int = 0, limit: int | None = None):
     """``(images, labels, splits, source)`` of a recipe. ``limit`` keeps the first ``limit`` images of
     each of the source's parts (train and test) for quick subsets; splits shrink accordingly."""
-    from .images import load_images
+    from .images import load_images, load_train_test
 
-    r = RECIPES[recipe] if isinstance(recipe, str) else recipe
+    r = _recipe(recipe)
+    limit = _args.count("limit", limit, optional=True)
     if r.source == "digits":
         images, labels = load_images("digits")
         if limit is not None:
@@ -68,8 +80,7 @@ def prepare(recipe: INRRecipe | str, root: str | Path | None = None, seed: int =
         splits = split_indices(n, {"train": -1, "val": r.val_size, "test": 0.2}, seed=seed)
         source = {"name": "digits", "split": "all"}
     else:
-        tr_x, tr_y = load_images(r.source, root, "train")
-        te_x, te_y = load_images(r.source, root, "test")
+        (tr_x, tr_y), (te_x, te_y) = load_train_test(r.source, root)
         if limit is not None:
             tr_x, tr_y, te_x, te_y = tr_x[:limit], tr_y[:limit], te_x[:limit], te_y[:limit]
         n_tr = len(tr_x)
@@ -86,12 +97,22 @@ def prepare(recipe: INRRecipe | str, root: str | Path | None = None, seed: int =
 def make_inr_zoo(recipe: INRRecipe | str, out: str | Path, root: str | Path | None = None, seed: int = 0,
                  limit: int | None = None, shard_size: int = 1000, workers: int = 2, threads: int = 1,
                  progress: bool = True, max_shards: int | None = None, **overrides) -> dict:
-    """Build (or resume) a recipe's zoo under ``out``; returns the manifest."""
+    """Build (or resume) a recipe's zoo under ``out``; returns the manifest. Every argument is checked
+    (:func:`~weightspace.data.inr.check_fit_args` and counts >= 1) before the images are loaded or
+    anything is written."""
+    from .inr import check_fit_args
     from .zoo import generate_inr_zoo
 
-    r = RECIPES[recipe] if isinstance(recipe, str) else recipe
-    images, labels, splits, source = prepare(r, root, seed, limit)
+    r = _recipe(recipe)
     fit = {**r.fit, **{k: v for k, v in overrides.items() if v is not None}}
+    check_fit_args(seed=seed, **fit)
+    _args.count("limit", limit, optional=True)
+    _args.count("shard_size", shard_size)
+    _args.count("workers", workers)
+    _args.count("threads", threads, low=0, optional=True)
+    _args.count("max_shards", max_shards, optional=True)
+    _args.out_folder("out", out)
+    images, labels, splits, source = prepare(r, root, seed, limit)
     return generate_inr_zoo(out, images, labels, splits=splits, source=source, shard_size=shard_size,
                             workers=workers, threads=threads, progress=progress, max_shards=max_shards,
                             seed=seed, **fit)

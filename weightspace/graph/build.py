@@ -143,7 +143,11 @@ def to_graph(params: Any, spec: WeightSpaceSpec | None = None, probe: tuple | No
         if spec is None:
             raise SpecError("to_graph of a list of state dicts needs their spec (or pass (state dict, spec) pairs)")
         return _make_batch(_batch_uniform(WeightSpace.from_state_dicts(list(params), spec)))
-    raise SpecError(f"to_graph expects a state dict, a WeightSpace or a list, got {type(params).__name__}")
+    if isinstance(params, Sequence) and not isinstance(params, (str, bytes)):
+        raise SpecError(f"to_graph got an empty {type(params).__name__}: pass at least one state dict "
+                        "(or (state dict, spec) pair), or a WeightSpace")
+    raise SpecError(f"to_graph expects a state dict, a WeightSpace or a list of state dicts, "
+                    f"got {type(params).__name__}")
 
 
 def _mixed(state_dicts: list, specs: list[WeightSpaceSpec]) -> Batch:

@@ -7,6 +7,7 @@ import torch
 
 from ..space import WeightSpace
 from ..spec.activations import site_activations
+from ..spec.errors import require_module
 from ..spec.spec import WeightSpaceSpec
 from .plan import graph_plan
 
@@ -17,6 +18,7 @@ def probe_features(module: torch.nn.Module, spec: WeightSpaceSpec, probes: Any,
     of every neuron on each of the S probe inputs (averaged over pixels / tokens); attention head
     nodes get zeros. ``probes`` is a batch of S inputs (a tensor whose first dim is S, or a tuple).
     The module is used as an evaluator: its weights are restored afterwards."""
+    require_module(module, "probe_features")
     plan = graph_plan(spec)
     states = [None] if weights is None else weights.to_state_dicts()
     original = {k: v.clone() for k, v in module.state_dict().items()} if weights is not None else None

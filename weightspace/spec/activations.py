@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from .errors import SpecError
+from .errors import SpecError, require_module
 from .spec import WeightSpaceSpec
 
 
@@ -26,6 +26,7 @@ def site_activations(module: torch.nn.Module, inputs: Any, spec: WeightSpaceSpec
     from .trace.state import TraceState
     from .trace.tracer import ConcreteTracer
 
+    require_module(module, "site_activations")
     args, kwargs = _as_inputs(inputs)
     was_training = module.training
     module.eval()

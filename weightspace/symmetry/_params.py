@@ -40,6 +40,14 @@ def _lead_of(spec: WeightSpaceSpec, tensors: Mapping[str, Any], what: str) -> tu
     return lead or ()
 
 
+def require_mapping(values: Any, what: str) -> Mapping[str, Any]:
+    """``values`` when it is a mapping ``{name: tensor}``, else a :class:`SpecError` saying what was
+    expected (``None`` or a bare tensor would otherwise fail later with an AttributeError)."""
+    if not isinstance(values, Mapping):
+        raise SpecError(f"{what} must be a dict {{name: tensor}}, got {type(values).__name__}")
+    return values
+
+
 def apply_per_tensor(params: Any, spec: WeightSpaceSpec, fn: TensorFn):
     """Call ``fn(name, tensor, lead)`` on each entry and hand back the same kind of object.
 

@@ -106,6 +106,8 @@ class GroupElement:
     def compose(self, other: "GroupElement") -> "GroupElement":
         """The element acting as ``self`` and then ``other``: ``act(w, g.compose(h)) == act(act(w, g), h)``."""
         other = as_element(self.spec, other)
+        if None not in (self.batch_size, other.batch_size) and self.batch_size != other.batch_size:
+            raise SpecError(f"cannot compose group elements for {self.batch_size} and {other.batch_size} networks")
         p1, p2 = self.parts.get("permutation", {}), other.parts.get("permutation", {})
         parts = {"permutation": KINDS["permutation"].combine(self.spec, p1, p2)}
         for name, kind in KINDS.items():

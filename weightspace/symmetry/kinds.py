@@ -17,7 +17,7 @@ import torch
 from ..spec.cache import cached
 from ..spec.errors import SpecError
 from ..spec.spec import WeightSpaceSpec
-from .permutation import (Perms, check_permutations, compose_permutations, invert_permutation, permute_unchecked,
+from .permutation import (Perms, check_permutations, compose_unchecked, invert_unchecked, permute_unchecked,
                           random_permutation)
 from .plan import axis_index
 from .scaling import check_diagonal
@@ -67,10 +67,10 @@ class PermutationKind(SymmetryKind):
         return permute_unchecked(params, spec, values)
 
     def inverse(self, spec, values):
-        return invert_permutation(values)
+        return invert_unchecked(values)  # values of a GroupElement: checked when it was built
 
     def combine(self, spec, first, second):
-        return compose_permutations(first, second)
+        return compose_unchecked(first, second)
 
 @dataclass(frozen=True)
 class _Probe:

@@ -7,7 +7,7 @@ import torch
 
 from ..spec.errors import SpecError
 from ..spec.spec import WeightSpaceSpec
-from ._params import apply_per_tensor, check_batch
+from ._params import apply_per_tensor, check_batch, require_mapping
 from .plan import axis_factor, scale_along
 
 
@@ -34,7 +34,7 @@ def random_sign_flip(spec: WeightSpaceSpec, generator: torch.Generator | None = 
 
 def check_diagonal(spec: WeightSpaceSpec, values: Mapping[str, Any], kind: str) -> dict[str, torch.Tensor]:
     out = {}
-    for name, v in values.items():
+    for name, v in require_mapping(values, f"the {kind} values").items():
         s = spec.scaling(name)
         v = torch.as_tensor(v)
         if v.shape[-1] != s.size or v.dim() not in (1, 2):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -29,15 +30,18 @@ class TaskData:
     splits: dict[str, torch.Tensor]
     out_features: int | None
     norm: object
+    evaluator: Callable[[int], tuple] | None = None
 
     def part(self, split: str) -> tuple[WeightSpace, torch.Tensor]:
         idx = self.splits[split]
         return self.weights[idx], self.targets[idx]
 
 
-def read_targets(path: str | Path, n: int) -> torch.Tensor:
+def read_targets(path: str | Path, n: int, ndim: int | None = 1) -> torch.Tensor:
     """One target per network from a file: ``.safetensors`` (a single tensor, or one named
-    ``targets``), a weights-only torch file of a tensor, or ``.npy``; its length must be ``n``."""
+    ``targets``), a weights-only torch file of a tensor, or ``.npy``; its length must be ``n``.
+    ``ndim``: the dimensions the tensor must have (1: ``[n]``, a label or a value per network);
+    None: any ``[n, ...]`` (an image per network, for editing tasks)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError("targets file not found", str(path))
@@ -57,8 +61,9 @@ def read_targets(path: str | Path, n: int) -> torch.Tensor:
         raise
     except Exception as e:
         raise UsageError(f"cannot read targets ({type(e).__name__}: {e})", str(path)) from e
-    if not torch.is_tensor(t) or t.dim() != 1:
-        raise UsageError(f"expected one tensor of shape [{n}], got {getattr(t, 'shape', type(t).__name__)}", str(path))
+    if not torch.is_tensor(t) or (t.dim() != ndim if ndim is not None else t.dim() < 1):
+        want = f"[{n}]" if ndim == 1 else f"[{n}, ...]" if ndim is None else f"[{n}, ...] ({ndim} dimensions)"
+        raise UsageError(f"expected one tensor of shape {want}, got {getattr(t, 'shape', type(t).__name__)}", str(path))
     if t.shape[0] != n:
         raise UsageError(f"holds {t.shape[0]} targets but the zoo has {n} networks", str(path))
     if t.is_floating_point() and not torch.isfinite(t).all():
@@ -74,8 +79,10 @@ def load_task_data(config: TrainConfig, task: Task) -> TaskData:
         raise UsageError(f"no zoo at {zoo_path}; build it with: {recipe_hint(config.task, zoo_path)}", "--zoo")
     zoo = load_zoo(zoo_path)
     n = len(zoo)
+    # invariant heads (a class, a value per network) read [N] targets; other tasks (editing) [N, ...]
+    ndim = 1 if task.out_features in (0, 1) else None
     if config.targets is not None:
-        targets = read_targets(config.targets, n)
+        targets = read_targets(config.targets, n, ndim)
     elif task.target in zoo.records:
         targets = zoo.records[task.target]
     else:
@@ -94,7 +101,23 @@ def load_task_data(config: TrainConfig, task: Task) -> TaskData:
     if config.train_size is not None:
         splits["train"] = splits["train"][:config.train_size]
     norm = normalization_stats(zoo.weights[splits["train"]], mode="tensor")
-    return TaskData(zoo.weights.spec, zoo.weights, targets, splits, out_features, norm)
+    return TaskData(zoo.weights.spec, zoo.weights, targets, splits, out_features, norm, zoo_evaluator(zoo.manifest))
+
+
+def zoo_evaluator(manifest: dict) -> Callable[[int], tuple] | None:
+    """``evaluator(S) -> (module, inputs [S, in])`` for the networks of an INR zoo: a SIREN of the
+    recipe's shape and S probe coordinates drawn uniformly in ``[-1, 1]^in`` (a fixed generator, so
+    every run and every network sees the same probes); None for other zoos."""
+    recipe = manifest.get("recipe") or {}
+    if manifest.get("kind") != "inr" or recipe.get("model") != "SIREN":
+        return None
+
+    def evaluator(s: int):
+        from ..models import SIREN
+        n_in = int(recipe.get("in_features", 2))
+        module = SIREN(n_in, tuple(recipe["hidden"]), int(recipe.get("out_features", 1)), w0=float(recipe["w0"]))
+        return module, torch.rand(s, n_in, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    return evaluator
 
 
 def _splits(given: dict[str, torch.Tensor], n: int, seed: int) -> dict[str, torch.Tensor]:

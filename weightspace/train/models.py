@@ -62,21 +62,21 @@ def _nfn_hnp(spec, out_features, norm, channels=(16, 16), **options):
 
 
 @register_model("nggnn")
-def _nggnn(spec, out_features, norm, hidden=32, layers=4, **options):
+def _nggnn(spec, out_features, norm, hidden=32, layers=4, probe=0, **options):
     from ..nn import NGGNN
-    return NGGNN(hidden, layers, out_features, norm=norm, **options)
+    return NGGNN(hidden, layers, out_features, norm=norm, probe=bool(probe), **options)
 
 
 @register_model("ngt")
-def _ngt(spec, out_features, norm, hidden=64, layers=4, heads=8, **options):
+def _ngt(spec, out_features, norm, hidden=64, layers=4, heads=8, probe=0, **options):
     from ..nn import NGT
-    return NGT(hidden, layers, heads, out_features, norm=norm, **options)
+    return NGT(hidden, layers, heads, out_features, norm=norm, probe=bool(probe), **options)
 
 
 @register_model("gmn")
-def _gmn(spec, out_features, norm, hidden=64, layers=4, **options):
+def _gmn(spec, out_features, norm, hidden=64, layers=4, probe=0, **options):
     from ..nn import GMN
-    return GMN(hidden, layers, out_features, norm=norm, **options)
+    return GMN(hidden, layers, out_features, norm=norm, probe=bool(probe), **options)
 
 
 @register_model("scalegmn")
@@ -86,11 +86,15 @@ def _scalegmn(spec, out_features, norm, hidden=64, layers=4, **options):
 
 
 def build_model(name: str, spec: WeightSpaceSpec, out_features: int | None, norm=None,
-                generator: torch.Generator | None = None, **options: Any) -> nn.Module:
+                generator: torch.Generator | None = None, evaluator: Callable | None = None,
+                **options: Any) -> nn.Module:
     """The metanetwork ``name`` for networks of ``spec``, its lazy input widths materialized.
 
     ``generator``: seeds the parameter initialization (torch's modules draw from the global
-    generator, so it is forked and restored: the caller's random state is left as it was)."""
+    generator, so it is forked and restored: the caller's random state is left as it was).
+    ``probe=S`` (graph metanetworks): Neural Graphs' probe features, every neuron's value on S
+    probe inputs; ``evaluator(S) -> (module, inputs [S, ...])`` runs the zoo's networks (INR zoos
+    have one: :func:`weightspace.train.data.zoo_evaluator`)."""
     if name not in MODELS:
         raise UsageError(f"unknown model {name!r}; choose one of {', '.join(model_names())} "
                          "(or register one with weightspace.train.register_model)", "--model")
@@ -104,6 +108,11 @@ def build_model(name: str, spec: WeightSpaceSpec, out_features: int | None, norm
             model = factory(spec, out_features, norm, **options)
         except TypeError as e:
             raise UsageError(f"model {name!r} refused its options {options}: {e}", "--model-options") from e
+        if options.get("probe"):
+            if evaluator is None:
+                raise UsageError(f"probe features need a module that runs this zoo's networks; only INR zoos "
+                                 f"have one so far: drop probe from the options of {name!r}", "--model-options")
+            model.probe_with(*evaluator(int(options["probe"])))
         probe = WeightSpace(spec, {p.name: torch.zeros(2, *p.shape) for p in spec.params})
         was = model.training
         model.eval()

@@ -99,7 +99,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, tas
     transform, mixup = augmentations(config.augment)
     if mixup is not None and not task.mixable:
         raise UsageError(f"task {task.name!r} cannot mix its targets; drop mixup", "--augment")
-    model = build_model(config.model, data.spec, data.out_features, data.norm,
+    model = build_model(config.model, data.spec, data.out_features, data.norm, evaluator=data.evaluator,
                         generator=torch.Generator().manual_seed(config.seed), **config.model_options)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = {"epoch": 0, "step": 0, "best": None, "best_epoch": None, "since_best": 0, "history": [],
@@ -167,6 +167,9 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, tas
         bar.set_postfix({"epoch": epoch + 1, "loss": f"{record['train_loss']:.4f}",
                          f"val_{task.primary}": f"{val[task.primary]:.4f}"})
         save_run_checkpoint(out / CHECKPOINT, model, opt, state)
+        if not progress:                                  # a log line per epoch for runs under nohup
+            print(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}, val {task.primary} "
+                  f"{val[task.primary]:.4f}, {record['seconds']:.1f} s", flush=True)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
     bar.close()
@@ -211,7 +214,8 @@ def evaluate(run_dir: str | Path, zoo: str | Path | None = None, split: str = "t
                          str(Path(config.zoo) / "manifest.json"))
     if split not in data.splits:
         raise UsageError(f"no split {split!r}; splits are {', '.join(data.splits)}", "--split")
-    model = build_model(config.model, spec, data.out_features, data.norm, **config.model_options)
+    model = build_model(config.model, spec, data.out_features, data.norm, evaluator=data.evaluator,
+                        **config.model_options)
     if not (run / BEST).is_file():
         raise UsageError(f"no {BEST} yet: the run has not finished an epoch", str(run))
     try:

@@ -16,6 +16,7 @@ import csv
 import gzip
 import io
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,7 @@ def _read_metrics(path: Path) -> dict[str, list[str]]:
     try:
         with gzip.open(path, "rt", newline="") as f:
             rows = list(csv.reader(f))
-    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error) as e:   # zlib: a corrupt deflate stream
         raise DataFormatError(f"{path}: not a readable gzip CSV (corrupt or truncated?): {e}") from e
     if len(rows) < 2:
         raise DataFormatError(f"{path}: no metrics rows")

@@ -82,8 +82,28 @@ class GraphMetanet(nn.Module):
             h, e = layer(h, e, graph.edge_index)
         return h, e
 
+    def probe_with(self, module: nn.Module, inputs: Any) -> "GraphMetanet":
+        """Compute probe features (``probe=True``) from WeightSpace inputs: every neuron's value on
+        the S probe ``inputs`` (a tensor ``[S, ...]``), with ``module`` as the evaluator of the
+        networks (run batched, :class:`~weightspace.graph.batched_probe.ProbePlan`, one plan per
+        spec). Probes see the raw weights, before ``norm``. Returns the model."""
+        if not self.node_encoder.probe:
+            raise SpecError("probe_with needs a model built with probe=True")
+        self._probe_source, self._probe_plans = (module, inputs), {}
+        return self
+
+    def _probe(self, w: WeightSpace) -> torch.Tensor:
+        from ...graph.batched_probe import ProbePlan
+
+        plans = self._probe_plans
+        if id(w.spec) not in plans:
+            plans[id(w.spec)] = (w.spec, ProbePlan(*self._probe_source[:1], w.spec, self._probe_source[1]))
+        return plans[id(w.spec)][1](w.detach().to(torch.float32))
+
     def forward(self, w: Any, spec=None):
         graph, spec = as_graph(w, spec, self.norm)
+        if getattr(self, "_probe_source", None) is not None and isinstance(w, WeightSpace):
+            graph.probe = self._probe(w)
         h, e = self.embed(graph)
         out = self.head(h, e, graph)
         if self.out_features is not None or spec is None:

@@ -173,6 +173,11 @@ class RuleContext:
     def fail(self, reason: str) -> NoReturn:
         raise UnsupportedOpError(self.node.name, qualified_op(self.node, self.opname), self.path or None, reason)
 
+    def random_draw(self) -> None:
+        """This op draws random numbers (see :mod:`.rules.creation`): recorded, and refused by name
+        when the spec is to be checked, since the module's outputs then change from call to call."""
+        self.state.random_draws.append((self.node.name, qualified_op(self.node, self.opname), self.path or None))
+
     def guard(self, fn: Callable, *args):
         try:
             return fn(*args)
@@ -192,6 +197,16 @@ class RuleContext:
     def fix(self, label) -> None:
         if isinstance(label, Feat):
             self.guard(lambda: S.fix(resolve(label)))
+
+    def spread(self, label, n: int) -> None:
+        """A dim of size 1 labelled ``label`` is broadcast to ``n`` positions (binary ops, ``expand``,
+        ``repeat``, batched ``matmul``). Its one entry is copied to positions that do not move with
+        it, so when it is a feature (``h[:, 3:4]``: neuron 3 of a site, or one entry of a parameter
+        axis) that feature is pinned: a permutation bringing another neuron there would change
+        every copy. A slice of a site that is *not* broadcast stays a stretch of the site's group
+        (the group splits around it, and permutations inside each stretch remain)."""
+        if n != 1:
+            self.fix(label)
 
     def new_site(self, size: int, name: str | None = None, **kw) -> Space:
         return self.state.new_site(size, name or self.name, **kw)

@@ -58,6 +58,7 @@ def _call(ctx: RuleContext, fn: Callable | None, args, kwargs):
     outs = iter_tensors(result)
     _settle(ctx, iter_tensors((args, kwargs)), outs)
     if ctx.state.on_value is not None:
+        ctx.state.current_node = ctx.node                 # which fx node made the values (batched probes)
         for t in outs:
             ctx.state.on_value(t)
     return result

@@ -72,6 +72,8 @@ class TraceState:
         self.param_uses: dict[str, list[tuple[int, tuple[tuple[int, int], ...]]]] = {}
         self._names: set[str] = set()
         self.on_value = None  # a callback seeing every traced tensor (site_activations)
+        # (node, op, module path) of every op drawing random numbers in forward (rules/creation.py)
+        self.random_draws: list[tuple[str, str, str | None]] = []
 
     # --------------------------------------------------------------------------------- names
     def unique(self, name: str) -> str:

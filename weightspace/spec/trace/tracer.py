@@ -8,15 +8,15 @@ control flow on tensor *values* still fails, as it must: no spec can be drawn fo
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.fx as fx
 from torch.fx.node import map_aggregate
 
-from ..errors import TraceError
+from ..errors import TraceError, UnsupportedOpError
+from .patches import traced_patches
 
 _SHAPE_METHODS = frozenset({"size", "dim", "numel", "nelement", "ndimension", "is_floating_point",
                             "is_complex", "is_contiguous", "get_device", "element_size", "stride",
@@ -54,6 +54,10 @@ class ConcreteProxy(fx.Proxy):
 
     def __getattr__(self, k: str):
         value = self.node.meta.get("val")
+        if k in _LEAVE_TORCH and isinstance(value, torch.Tensor):
+            self._refuse(_LEAVE_TORCH[k], "its values leave torch (for numpy or plain Python), where the tracer "
+                         "cannot follow them: stay in torch ops (a numpy round trip such as "
+                         "torch.from_numpy(x.numpy()) is the identity: drop it)")
         if isinstance(value, torch.Tensor) and not k.startswith("__"):
             attr = getattr(value, k, None)
             if attr is not None and not callable(attr) and not isinstance(attr, torch.Tensor):
@@ -70,11 +74,29 @@ class ConcreteProxy(fx.Proxy):
             return iter([self[i] for i in range(len(self.value))])
         return super().__iter__()
 
+    def __setitem__(self, key, value) -> None:
+        self._refuse("item assignment x[...] = v (Tensor.__setitem__)",
+                     "writing into a traced tensor in place cannot be followed; build the new tensor instead "
+                     "(torch.where(mask, v, x), x.masked_fill(mask, v), or torch.cat of the pieces)")
+
+    def _refuse(self, op: str, reason: str) -> NoReturn:
+        """An operation on this proxy that no rule can see (it never becomes a graph node): name the
+        node it acts on and the module whose forward does it."""
+        path = self.tracer._path[-1] if getattr(self.tracer, "_path", None) else self.node.meta.get("ws_path")
+        raise UnsupportedOpError(self.node.name, op, path or None, reason)
+
     def __bool__(self) -> bool:
         raise TraceError(_value_flow(self.node))
 
     def __index__(self) -> int:
         raise TraceError(_value_flow(self.node))
+
+
+# attribute -> the op named in the error: ways a traced tensor's values leave torch
+_LEAVE_TORCH = {"numpy": "Tensor.numpy", "tolist": "Tensor.tolist",
+                **{k: f"conversion to a numpy array ({k})" for k in (
+                    "__array__", "__array_interface__", "__array_struct__", "__array_function__",
+                    "__array_ufunc__", "__array_priority__")}}
 
 
 def _structured(proxy: fx.Proxy, value: Any):
@@ -123,6 +145,7 @@ class ConcreteTracer(fx.Tracer):
         self.leaf_types = tuple(leaf_types)
         self._path: list[str] = []
         self._inputs: dict[str, Any] = {}
+        self.evaluating = False  # running a recorded node's op on example values (patches.py)
 
     # --------------------------------------------------------------------------- module structure
     def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
@@ -165,6 +188,7 @@ class ConcreteTracer(fx.Tracer):
             value = fetch_attr(self.root, node.target)
             return value.detach().clone() if isinstance(value, torch.Tensor) else value
         args, kwargs = _concrete(node.args), _concrete(node.kwargs)
+        evaluating, self.evaluating = self.evaluating, True
         try:
             if node.op == "call_function":
                 return node.target(*args, **kwargs)
@@ -178,6 +202,8 @@ class ConcreteTracer(fx.Tracer):
             where = node.meta.get("ws_path") or "the top-level module"
             raise TraceError(f"running node '{node.name}' (op {_op_text(node)}) in {where} on the "
                              f"example inputs failed: {type(e).__name__}: {e}") from e
+        finally:
+            self.evaluating = evaluating
         return None
 
     def to_bool(self, obj: fx.Proxy) -> bool:
@@ -206,22 +232,5 @@ class ConcreteTracer(fx.Tracer):
             if not isinstance(v, torch.Tensor):
                 concrete_args[pname] = v  # non-tensor inputs are baked in
         self._inputs.update(concrete_args)
-        with _opaque_autograd_functions(self):
+        with traced_patches(self):
             return self.trace(root, concrete_args=concrete_args or None)
-
-
-@contextlib.contextmanager
-def _opaque_autograd_functions(tracer: ConcreteTracer):
-    """Record ``MyFunction.apply(x)`` as one node instead of inlining its forward."""
-    original = torch.autograd.Function.__dict__["apply"]
-
-    def apply(cls, *args, **kwargs):
-        if any(isinstance(a, fx.Proxy) for a in args) or any(isinstance(a, fx.Proxy) for a in kwargs.values()):
-            return tracer.create_proxy("call_function", cls.apply, args, kwargs, name=f"{cls.__name__}_apply")
-        return original.__func__(cls, *args, **kwargs)
-
-    torch.autograd.Function.apply = classmethod(apply)
-    try:
-        yield
-    finally:
-        torch.autograd.Function.apply = original

@@ -16,6 +16,8 @@ from .linear import attention_output
 @rule("scaled_dot_product_attention")
 def _sdpa(ctx: RuleContext, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
           enable_gqa=False):
+    if dropout_p:
+        ctx.random_draw()  # sdpa applies dropout whenever dropout_p > 0, in eval mode too
     for name, t in (("query", q), ("key", k), ("value", v)):
         if not isinstance(t, ATensor) or t.held is None:
             ctx.fail(f"attention whose {name} is not the output of a parameterized layer")
@@ -47,6 +49,8 @@ def _mha(ctx: RuleContext, query, key, value, embed_dim_to_check, num_heads, in_
          average_attn_weights=True, is_causal=False):
     """nn.MultiheadAttention, rebuilt from the rules of its parts: three input projections (slices of
     the fused in_proj_weight), scaled dot-product attention over heads, the output projection."""
+    if training and dropout_p:
+        ctx.random_draw()
     if static_k is not None or static_v is not None:
         ctx.fail("multi-head attention with static keys / values")
     batched = query.value.dim() == 3

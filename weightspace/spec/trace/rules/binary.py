@@ -38,7 +38,8 @@ def _role(t: ATensor) -> str:
 
 def broadcast(ctx: RuleContext, a: ATensor, b: ATensor):
     """Aligned label pairs for the output dims, and the output's labels (where both sides have the
-    dim, an operand holding a site's values decides the label; otherwise the more specific label)."""
+    dim, an operand holding a site's values decides the label; otherwise the more specific label).
+    A size-1 dim broadcast against a longer one pins the feature it holds (:meth:`RuleContext.spread`)."""
     primary = a if a.held is not None else b if b.held is not None else None
     nd = ctx.out.dim() if isinstance(ctx.out, torch.Tensor) else max(a.value.dim(), b.value.dim())
     la = [None] * (nd - a.value.dim()) + list(a.dims)
@@ -56,8 +57,10 @@ def broadcast(ctx: RuleContext, a: ATensor, b: ATensor):
             else:
                 out.append(_pick(la[k], lb[k]))
         elif sa[k] == 1:
+            ctx.spread(la[k], sb[k])
             out.append(lb[k])
         else:
+            ctx.spread(lb[k], sa[k])
             out.append(la[k])
     return pairs, out, nd
 

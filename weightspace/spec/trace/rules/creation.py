@@ -1,17 +1,33 @@
 """Tensors made inside forward: constants place no symmetry of their own on what they meet,
-except where their values differ along an axis that meets features."""
+except where their values differ along an axis that meets features.
+
+Random draws (``torch.randn``, ``Tensor.normal_``, dropout in training mode ...) are constants for
+the one call the tracer sees; every op that draws is recorded (:meth:`RuleContext.random_draw`).
+A module whose forward draws gives other outputs on every call, so no spec can be checked against
+it: with ``check=True`` (the default) the trace stops at the first draw, naming its node, op and
+module. With ``check=False`` a draw of a given shape is a fixed constant, a draw from features'
+values (``bernoulli(p)``) an elementwise function of them (a symmetry in distribution), and dropout
+is the identity, as in eval mode. The tracer records draws that see no traced value
+(``torch.randn(h.shape)``) too (:mod:`..patches`).
+"""
 from __future__ import annotations
 
 import torch
 
-from ..context import ATensor, RuleContext, Uniform, rule
+from ..context import NONE, ATensor, RuleContext, Uniform, rule
+from .util import arg
 
 UNIFORM = ("zeros", "ones", "full", "empty", "zeros_like", "ones_like", "full_like", "empty_like",
            "new_zeros", "new_ones", "new_full", "new_empty", "scalar_tensor", "fill", "fill_", "zero_")
 POSITIONAL = ("arange", "range", "linspace", "logspace", "eye", "tensor", "as_tensor", "from_numpy",
-              "rand", "randn", "randint", "rand_like", "randn_like", "randint_like", "randperm", "new_tensor",
-              "tril_indices", "triu_indices", "normal", "bernoulli", "multinomial", "ones_like_",
-              "meshgrid", "polar", "complex", "bucketize", "searchsorted", "one_hot")
+              "new_tensor", "tril_indices", "triu_indices", "ones_like_", "meshgrid", "polar", "complex",
+              "bucketize", "searchsorted", "one_hot")
+# ops that draw random numbers (in-place ``Tensor.normal_`` and friends resolve to the plain names)
+RANDOM = ("rand", "randn", "randint", "rand_like", "randn_like", "randint_like", "randperm", "normal",
+          "bernoulli", "multinomial", "poisson", "uniform", "exponential", "cauchy", "log_normal", "geometric",
+          "random", "binomial", "_standard_gamma", "_sample_dirichlet")
+DROPOUT = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
+           "feature_dropout")
 
 
 @rule(*UNIFORM)
@@ -22,12 +38,43 @@ def _uniform(ctx: RuleContext, *args, **kwargs):
     return ATensor(out, [Uniform(n) for n in out.shape])
 
 
+@rule(*RANDOM)
+def _random(ctx: RuleContext, *args, **kwargs):
+    """A fresh draw: a constant with no symmetry along any axis, unless it is drawn entry by entry
+    from features' values (``bernoulli(p)``, ``normal(mean, std)``): then it is an elementwise
+    function of them that keeps no scaling. ``randn_like(h)`` and in-place fills only borrow a shape."""
+    ctx.random_draw()
+    out = ctx.out
+    if not isinstance(out, torch.Tensor):
+        return _positional(ctx)
+    feats = [a for a in list(args) + list(kwargs.values())
+             if isinstance(a, ATensor) and (a.has_features or a.held is not None)]
+    if ctx.inplace or ctx.opname.endswith("_like") or not feats:
+        return ATensor(out, [None] * out.dim())
+    if ctx.opname in ("multinomial", "randperm", "randint") or len(feats) > 1 or feats[0].shape != out.shape:
+        ctx.fail(f"{ctx.opname} drawn from hidden features")
+    x = feats[0]
+    return ctx.elementwise(x, ctx.opname, NONE) if x.held is not None else x.like(out, param=None)
+
+
+@rule(*DROPOUT)
+def _dropout(ctx: RuleContext, x, *args, **kwargs):
+    """The identity in eval mode, in which specs are traced; a random mask when called with
+    ``training=True`` (``F.dropout`` defaults to it) and ``p > 0``."""
+    name = ctx.opname.rstrip("_")
+    p = arg(args, kwargs, 0, "p", 0.5)
+    training = arg(args, kwargs, 1, "training", kwargs.get("train", "alpha" not in name))
+    if training and p:
+        ctx.random_draw()
+    if not isinstance(x, ATensor):
+        return ctx.out
+    return x.like(ctx.out) if isinstance(ctx.out, torch.Tensor) else ctx.out
+
+
 @rule(*POSITIONAL)
 def _positional(ctx: RuleContext, *args, **kwargs):
     for a in list(args) + list(kwargs.values()):
         if isinstance(a, ATensor) and (a.has_features or a.held is not None):
-            if ctx.opname in ("rand_like", "randn_like", "randint_like", "bernoulli"):
-                return ATensor(ctx.out, [None] * ctx.out.dim())
             ctx.fail(f"{ctx.opname} of hidden features")
     out = ctx.out
     if isinstance(out, (tuple, list)):

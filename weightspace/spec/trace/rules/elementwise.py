@@ -58,7 +58,7 @@ def _clamp(ctx: RuleContext, x, *args, **kwargs):
     else:
         lo, hi = arg(args, kwargs, 0, "min"), arg(args, kwargs, 1, "max")
     if isinstance(lo, ATensor) or isinstance(hi, ATensor):
-        lo = hi = math.nan
+        return _tensor_bounds(ctx, x, lo, hi)
     if lo == 0 and hi is None:
         kinds, label = _kinds("relu"), activation_label("relu")
     elif lo is not None and hi is not None and lo == -hi:
@@ -68,6 +68,21 @@ def _clamp(ctx: RuleContext, x, *args, **kwargs):
     if x.held is None:
         return x.like(ctx.out, param=None)
     return ctx.elementwise(x, label, kinds)
+
+
+def _tensor_bounds(ctx: RuleContext, x: ATensor, lo, hi) -> ATensor:
+    """``clamp(x, lo, hi)`` with a tensor bound is ``minimum(maximum(x, lo), hi)``: binary ops, so
+    each bound's dims are aligned with (and broadcast against) ``x``'s like any other operand's,
+    instead of being ignored (which let a permutation move a bound against the values it clamps)."""
+    y = x
+    for bound, fn, fn_scalar in ((lo, torch.maximum, torch.clamp_min), (hi, torch.minimum, torch.clamp_max)):
+        if isinstance(bound, ATensor):
+            if bound.value.dtype != y.value.dtype:
+                ctx.fail("a clamp bound of another dtype than the clamped tensor")
+            y = ctx.apply(fn, y, bound)
+        elif bound is not None:
+            y = ctx.apply(fn_scalar, y, bound)
+    return y.like(ctx.out)
 
 
 @rule("pow", "float_power")

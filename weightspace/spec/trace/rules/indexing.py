@@ -1,6 +1,14 @@
 """Indexing: integer selection, slices, ``getitem`` / ``select`` / ``narrow`` and the splits
-(``split``, ``chunk``, ``unbind`` ...). Selecting one feature pins it; a slice of a site's features is
-a stretch of the site; every step-th feature pins the order inside blocks of ``step``.
+(``split``, ``chunk``, ``unbind`` ...). Selecting one feature pins it; every step-th feature pins the
+order inside blocks of ``step``; a contiguous slice of a feature axis is a stretch of its space.
+
+The stretch splits the axis's group at its two ends as soon as it is sliced, whatever comes next:
+every later use of the slice (a sum or max over it, broadcasting it, squeezing it, feeding it to a
+layer) sees exactly the neurons inside it, so a permutation may mix neurons inside the stretch or
+outside it but never across its ends. Splitting lazily, when a later rule happens to resolve the
+stretch, missed the uses that drop the label (``h[:, 2:5].sum(1)``, ``h[:, 3:4]`` broadcast or
+squeezed) and gave specs under which a permutation changed the outputs. A size-1 slice is thus
+pinned; a slice of the whole axis changes nothing.
 """
 from __future__ import annotations
 
@@ -75,6 +83,8 @@ class _Indexer:
         if not lab.plain:
             ctx.fail("slicing a split or flattened feature axis")
         if step == 1:
+            if n:  # the group splits at the stretch's ends (module docstring)
+                ctx.guard(lab.space.var_at, lab.start + start, n)
             self.dims[d] = Feat(lab.space, lab.start + start, n)
         elif start < step and lab.length % step == 0 and n == lab.length // step:
             # every step-th feature: blocks of `step` whose within-block order is pinned

@@ -296,6 +296,10 @@ def _pairs(ctx: RuleContext, X: ATensor, lx: str, Y: ATensor, ly: str, letters) 
         i, j = lx.index(c), ly.index(c)
         if X.shape[i] == Y.shape[j]:
             pairs.append((X.dims[i], Y.dims[j]))
+        elif X.shape[i] == 1:  # a broadcast batch dim
+            ctx.spread(X.dims[i], Y.shape[j])
+        elif Y.shape[j] == 1:
+            ctx.spread(Y.dims[j], X.shape[i])
     return pairs
 
 

@@ -21,6 +21,8 @@ def _rows(t: ATensor, g: int, h: int) -> Feat:
 
 @rule("lstm", "gru", "rnn_tanh", "rnn_relu")
 def _rnn(ctx: RuleContext, x, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first=None):
+    if train and dropout and num_layers > 1:
+        ctx.random_draw()  # dropout between layers in training mode
     if not isinstance(x, ATensor) or not isinstance(params, (list, tuple)) or batch_first is None:
         ctx.fail("packed sequences (use padded tensors to trace recurrent layers)")
     mode = ctx.opname

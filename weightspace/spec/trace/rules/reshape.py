@@ -178,6 +178,8 @@ def _expand(ctx: RuleContext, x, *args, **kwargs):
     dims = [Uniform(n) for n in out[:lead]]
     for d, lab in enumerate(x.dims):
         n_in, n_out = x.shape[d], out[lead + d]
+        if n_in == 1:
+            ctx.spread(lab, n_out)
         dims.append(Uniform(n_out) if n_in == 1 and n_out != 1 else lab)
     return x.like(ctx.out, dims, param=still_raw(x, dims))
 
@@ -194,6 +196,7 @@ def _repeat(ctx: RuleContext, x, *args, **kwargs):
         if r == 1:
             dims.append(lab)
         elif x.shape[d] == 1:
+            ctx.spread(lab, out[lead + d])
             dims.append(Uniform(out[lead + d]))
         elif isinstance(lab, Feat):
             dims.append(replace(lab, outer=lab.outer * r))
@@ -219,10 +222,9 @@ def _repeat_interleave(ctx: RuleContext, x, repeats=None, dim=None, **kwargs):
 
 @rule("contiguous", "clone", "detach", "to", "type", "float", "double", "half", "bfloat16", "cpu",
       "cuda", "requires_grad", "type_as", "positive", "identity", "resolve_conj", "resolve_neg",
-      "pin_memory", "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
-      "feature_alpha_dropout", "feature_dropout", "clone_", "detach_", "coalesce", "align_to")
+      "pin_memory", "clone_", "detach_", "coalesce", "align_to")
 def _identity(ctx: RuleContext, x, *args, **kwargs):
-    """Value-preserving ops (dropout is the identity in eval mode, in which specs are traced)."""
+    """Value-preserving ops (dropout, the identity in eval mode, is in :mod:`.creation`)."""
     if not isinstance(x, ATensor):
         return ctx.out
     return x.like(ctx.out) if isinstance(ctx.out, torch.Tensor) else ctx.out
