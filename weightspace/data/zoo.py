@@ -202,7 +202,7 @@ def generate_inr_zoo(out: str | Path, images: torch.Tensor, labels: torch.Tensor
     (an incomplete manifest; run again to continue). ``on_shard(k, path)`` is called after each shard
     is written. Returns the manifest (a dict).
     """
-    from .inr import _as_images, _fit_pool, _with_threads, default_batch_size, siren_spec
+    from .inr import _as_images, _fit_pool, _with_threads, check_fit_args, default_batch_size, siren_spec
 
     x = _as_images(images)
     labels = torch.as_tensor(labels, dtype=torch.long)
@@ -215,6 +215,7 @@ def generate_inr_zoo(out: str | Path, images: torch.Tensor, labels: torch.Tensor
     if unknown:
         raise TypeError(f"unknown fit arguments {sorted(unknown)}")
     kw.update(fit_kwargs)
+    check_fit_args(**kw)                                # before anything is written (lr=nan, w0=0, ...)
     kw["hidden"] = tuple(int(h) for h in kw["hidden"])
     kw["betas"] = tuple(float(b) for b in kw["betas"])
     if kw["batch_size"] is None:

@@ -42,6 +42,7 @@ class ProbePlan:
         module.eval()
         found: dict[int, tuple[fx.Node, int]] = {}
         state = None
+        n_probes = int(self.args[0].shape[0])
 
         def record(t):
             h = t.held
@@ -52,7 +53,8 @@ class ProbePlan:
                 return
             node = state.current_node
             val = node.meta.get("val")
-            if torch.is_tensor(val) and val.shape == t.value.shape:
+            if torch.is_tensor(val) and val.shape == t.value.shape and val.dim() >= 2 and val.shape[0] == n_probes \
+                    and dims[0] != 0:                    # per probe sample, neurons on another dim
                 found[h.space.site_id] = (node, dims[0])
             else:
                 found.pop(h.space.site_id, None)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import CheckpointError, save_checkpoint
+from ..io import CheckpointError, check_finite, save_checkpoint
 
 __all__ = ["save_run_checkpoint", "load_run_checkpoint"]
 
@@ -37,6 +37,7 @@ def load_run_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.opt
         raise CheckpointError(f"{path} is not a readable training checkpoint (corrupt or truncated?): {e}; "
                               "delete it to restart the run") from e
     model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}
+    check_finite(model_sd, path)
     try:
         model.load_state_dict(model_sd)
     except RuntimeError as e:

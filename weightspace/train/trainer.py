@@ -177,10 +177,9 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, tas
 
 
 def _finish(out: Path, config: TrainConfig, task: Task, data: TaskData, model, state: dict) -> dict:
-    from ..io import load_checkpoint
     from .plot import plot_curves
 
-    model.load_state_dict(load_checkpoint(out / BEST))
+    model.load_state_dict(_load_model_file(out / BEST))
     metrics = {split: _metrics(model, task, data, split, config.eval_batch_size) for split in ("val", "test")}
     result = {"task": task.name, "model": config.model, "primary": task.primary, "test": metrics["test"],
               "val": metrics["val"], "best_epoch": state["best_epoch"] + 1, "epochs_run": state["epoch"],
@@ -196,7 +195,6 @@ def evaluate(run_dir: str | Path, zoo: str | Path | None = None, split: str = "t
              task: Task | None = None) -> dict[str, float]:
     """Metrics of a finished (or interrupted) run's best model on ``split`` of its zoo (or of ``zoo``,
     which must hold networks of the same architecture)."""
-    from ..io import load_checkpoint
     from ..spec import WeightSpaceSpec
 
     run = Path(run_dir)
@@ -219,10 +217,18 @@ def evaluate(run_dir: str | Path, zoo: str | Path | None = None, split: str = "t
     if not (run / BEST).is_file():
         raise UsageError(f"no {BEST} yet: the run has not finished an epoch", str(run))
     try:
-        model.load_state_dict(load_checkpoint(run / BEST))
+        model.load_state_dict(_load_model_file(run / BEST))
     except RuntimeError as e:
         raise UsageError(f"does not fit the run's model: {str(e).splitlines()[0]}", str(run / BEST)) from e
     return _metrics(model, task, data, split, config.eval_batch_size)
+
+
+def _load_model_file(path: Path) -> dict:
+    from ..io import check_finite, load_checkpoint
+
+    state = load_checkpoint(path)
+    check_finite(state, path)
+    return state
 
 
 def _write_text(path: Path, text: str) -> None:
