@@ -9,7 +9,7 @@ import importlib
 import time
 from pathlib import Path
 
-STEPS = ["symmetry", "graph", "inr", "merge", "metanet"]
+STEPS = ["symmetry", "graph", "inr", "merge", "metanet", "classify"]
 
 
 def run(out_dir: str | Path = "out/demo", steps: list[str] | None = None) -> None:

@@ -106,17 +106,24 @@ def load_task_data(config: TrainConfig, task: Task) -> TaskData:
 
 def zoo_evaluator(manifest: dict) -> Callable[[int], tuple] | None:
     """``evaluator(S) -> (module, inputs [S, in])`` for the networks of an INR zoo: a SIREN of the
-    recipe's shape and S probe coordinates drawn uniformly in ``[-1, 1]^in`` (a fixed generator, so
-    every run and every network sees the same probes); None for other zoos."""
+    recipe's shape and S probe coordinates; None for other zoos.
+
+    The probes are points of the pixel grid the INRs were fitted on (between grid points a w0 = 30
+    SIREN is unconstrained and oscillates): all of them when ``S`` is at least the number of pixels,
+    else S of them drawn by a fixed generator, so every run and every network sees the same probes."""
     recipe = manifest.get("recipe") or {}
-    if manifest.get("kind") != "inr" or recipe.get("model") != "SIREN":
+    if manifest.get("kind") != "inr" or recipe.get("model") != "SIREN" or "grid" not in recipe:
         return None
 
     def evaluator(s: int):
+        from ..data.inr import coordinate_grid
         from ..models import SIREN
-        n_in = int(recipe.get("in_features", 2))
-        module = SIREN(n_in, tuple(recipe["hidden"]), int(recipe.get("out_features", 1)), w0=float(recipe["w0"]))
-        return module, torch.rand(s, n_in, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        module = SIREN(int(recipe.get("in_features", 2)), tuple(recipe["hidden"]), int(recipe.get("out_features", 1)),
+                       w0=float(recipe["w0"]))
+        grid = coordinate_grid(*recipe["grid"])
+        if s < grid.shape[0]:
+            grid = grid[torch.randperm(grid.shape[0], generator=torch.Generator().manual_seed(0))[:s].sort().values]
+        return module, grid
     return evaluator
 
 
