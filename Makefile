@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check weightspace tests benchmarks datasets
+	$(VENV)/bin/ruff check weightspace tests benchmarks datasets examples
 
 demo: $(STAMP)
 	$(VENV)/bin/weightspace demo
