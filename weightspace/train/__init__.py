@@ -9,6 +9,7 @@
 """
 from .config import TrainConfig, augmentations
 from .data import TaskData, load_task_data, read_targets
+from .editing import delta_scales, dilation_targets, editing_task, render_siren
 from .metrics import accuracy, kendall_tau, mse, r2_score
 from .models import MODELS, build_model, model_names, register_model
 from .tasks import TASKS, Task, classification, get_task, regression
@@ -17,3 +18,4 @@ from .trainer import evaluate, lr_at, predict_split, train
 __all__ = ["TrainConfig", "augmentations", "TaskData", "load_task_data", "read_targets", "accuracy", "kendall_tau",
            "mse", "r2_score", "MODELS", "build_model", "model_names", "register_model", "TASKS", "Task",
            "classification", "regression", "get_task", "evaluate", "lr_at", "predict_split", "train"]
+__all__ += ["dilation_targets", "editing_task", "render_siren", "delta_scales"]
