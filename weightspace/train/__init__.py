@@ -12,10 +12,12 @@ from .data import TaskData, load_task_data, read_targets
 from .editing import delta_scales, dilation_targets, editing_task, render_siren
 from .metrics import accuracy, kendall_tau, mse, r2_score
 from .models import MODELS, build_model, model_names, register_model
+from .statnn import STATNN_STATS, StatNN, fit_statnn, statnn_feature_names, statnn_features
 from .tasks import TASKS, Task, classification, get_task, regression
 from .trainer import evaluate, lr_at, predict_split, train
 
 __all__ = ["TrainConfig", "augmentations", "TaskData", "load_task_data", "read_targets", "accuracy", "kendall_tau",
            "mse", "r2_score", "MODELS", "build_model", "model_names", "register_model", "TASKS", "Task",
-           "classification", "regression", "get_task", "evaluate", "lr_at", "predict_split", "train"]
+           "classification", "regression", "get_task", "evaluate", "lr_at", "predict_split", "train", "STATNN_STATS",
+           "StatNN", "fit_statnn", "statnn_feature_names", "statnn_features"]
 __all__ += ["dilation_targets", "editing_task", "render_siren", "delta_scales"]
