@@ -60,3 +60,23 @@ def test_bad_arguments_are_refused_before_any_write(tmp_path, kwargs, name):
         make_model_zoo(tmp_path / "zoo", **{**KW, **kwargs})
     assert e.value.where == name
     assert not (tmp_path / "zoo").exists()
+
+
+def test_a_zoo_mixing_activations_claims_only_the_symmetries_all_its_models_share(tmp_path):
+    import weightspace as ws
+    from weightspace.models import mlp
+    from weightspace.spec.meet import common_symmetries
+
+    x = torch.randn(3, 4)
+    relu = ws.WeightSpaceSpec.from_module(mlp([4, 6, 5, 2], "relu"), x)
+    tanh = ws.WeightSpaceSpec.from_module(mlp([4, 6, 5, 2], "tanh"), x)
+    assert relu.scalings and tanh.scalings                       # each alone has diagonal symmetries
+    both = common_symmetries([relu, tanh])
+    assert not both.scalings and [g.size for g in both.groups] == [g.size for g in relu.groups]
+    assert all(g.activation is None for g in both.groups)
+    assert common_symmetries([relu, relu]) == relu
+    out = tmp_path / "mixed"
+    make_model_zoo(out, arch="mlp", width=8, **{**KW, "num_models": 8, "shard_size": 4})
+    zoo = load_zoo(out)
+    assert len(set(zoo.records["activation"].tolist())) == 2     # this seed draws ReLU and tanh models
+    assert not zoo.weights.spec.scalings

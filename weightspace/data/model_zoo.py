@@ -287,6 +287,20 @@ def load_training_data(source: str = "digits", root: str | Path | None = None, s
     return {"x_train": xtr.unsqueeze(1), "y_train": ytr, "x_test": xte.unsqueeze(1), "y_test": yte, "name": source}
 
 
+def _zoo_spec(cfgs: Sequence[ModelConfig], x: torch.Tensor, seed: int):
+    """The zoo's spec: one trace per activation drawn, keeping only the symmetries all of them share
+    (a zoo mixing ReLU and tanh models has neither positive scalings nor sign flips)."""
+    from ..spec import WeightSpaceSpec
+    from ..spec.meet import common_symmetries
+
+    specs = []
+    for act in sorted({c.activation for c in cfgs}):
+        cfg = next(c for c in cfgs if c.activation == act)
+        model = build_model(cfg, tuple(x.shape[1:]), generator=torch.Generator().manual_seed(_seed(seed, 0, 1)))
+        specs.append(WeightSpaceSpec.from_module(model.eval(), x[:2]))
+    return common_symmetries(specs)
+
+
 def make_model_zoo(out: str | Path, num_models: int = 200, source: str = "digits", root: str | Path | None = None,
                    arch: str = "cnn", width: int = 16, steps: Sequence[int] = STEPS, batch_size: int = 32,
                    seed: int = 0, shard_size: int = 100, progress: bool = True, max_shards: int | None = None,
@@ -301,7 +315,6 @@ def make_model_zoo(out: str | Path, num_models: int = 200, source: str = "digits
     >= 1, ``seed`` >= 0, a known ``arch`` and ``source``): a bad one raises
     :class:`~weightspace.errors.UsageError` naming it.
     """
-    from ..spec import WeightSpaceSpec
     from .inr import _with_threads
     from .zoo import ZooRun, fingerprint
 
@@ -317,9 +330,7 @@ def make_model_zoo(out: str | Path, num_models: int = 200, source: str = "digits
     _args.out_folder("out", out)
     data = load_training_data(source, root, seed)
     cfgs = [sample_config(seed, i, arch, (width,), steps, batch_size) for i in range(num_models)]
-    model = build_model(cfgs[0], tuple(data["x_train"].shape[1:]),
-                        generator=torch.Generator().manual_seed(_seed(seed, 0, 1)))
-    spec = WeightSpaceSpec.from_module(model.eval(), data["x_train"][:2])
+    spec = _zoo_spec(cfgs, data["x_train"], seed)
     identity = {"source": {"name": data["name"], "train": len(data["x_train"]), "test": len(data["x_test"]),
                            "sha256": fingerprint(data["x_train"], data["y_train"], data["x_test"], data["y_test"])},
                 "recipe": {"arch": arch, "width": width, "steps": list(steps), "batch_size": batch_size,
