@@ -24,4 +24,9 @@ def run(out_dir: str | Path = "out/demo", steps: list[str] | None = None) -> Non
         t0 = time.perf_counter()
         module.run(out_dir)
         print(f"[step '{name}' took {time.perf_counter() - t0:.1f} s]\n")
-    print(f"Demo finished; files are in {out_dir.resolve()}")
+    print(f"Demo finished; files are in {out_dir.resolve()}:")
+    for path in sorted(out_dir.glob("*.png")):
+        print(f"  {path.name:40s} plot")
+    for path in sorted(p for p in out_dir.iterdir() if p.is_dir()):
+        kind = "INR zoo (weightspace.load_zoo)" if (path / "manifest.json").is_file() else "training runs"
+        print(f"  {path.name + '/':40s} {kind}")
