@@ -172,3 +172,21 @@ def test_cli_train_evaluate_and_one_line_errors(zoo, tmp_path, capsys):
         assert not (tmp_path / "x").exists()
     err_none = cli(["train", "--task", "digits-inr", "--zoo", str(tmp_path / "none"), "--out", str(tmp_path / "y")])
     assert err_none == 2 and "weightspace fit-inrs --source digits" in capsys.readouterr().err
+
+
+def test_probe_features_need_a_graph_model_and_an_evaluator(zoo, tmp_path):
+    from weightspace.data import load_zoo
+    from weightspace.train import build_model
+    from weightspace.train.data import zoo_evaluator
+
+    z = load_zoo(zoo)
+    evaluator = zoo_evaluator(z.manifest)
+    module, probes = evaluator(16)
+    assert probes.shape == (16, 2) and probes.abs().max() <= 1          # points of the pixel grid
+    with pytest.raises(UsageError, match="does not read probe"):
+        build_model("scalegmn", z.weights.spec, 10, probe=8, evaluator=evaluator)
+    with pytest.raises(UsageError, match="only INR zoos"):
+        build_model("gmn", z.weights.spec, 10, probe=8, evaluator=None)
+    m = train(cfg(zoo, model="gmn", model_options={"hidden": 8, "layers": 1, "probe": 16}, epochs=1),
+              tmp_path / "probe", progress=False)
+    assert math.isfinite(m["test"]["loss"])

@@ -109,6 +109,9 @@ def build_model(name: str, spec: WeightSpaceSpec, out_features: int | None, norm
         except TypeError as e:
             raise UsageError(f"model {name!r} refused its options {options}: {e}", "--model-options") from e
         if options.get("probe"):
+            if not hasattr(model, "probe_with"):
+                raise UsageError(f"model {name!r} does not read probe features; drop probe from its options",
+                                 "--model-options")
             if evaluator is None:
                 raise UsageError(f"probe features need a module that runs this zoo's networks; only INR zoos "
                                  f"have one so far: drop probe from the options of {name!r}", "--model-options")
