@@ -63,10 +63,11 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
     fig = Figure(figsize=(8, 3.8))
     ax = fig.subplots()
-    ax.bar([r["model"] for r in rows], [r["mean"] for r in rows], yerr=[r["std"] for r in rows], capsize=4,
-           color="tab:blue")
+    names = [r["model"].replace(" + ", "\n+ ") for r in rows]
+    ax.bar(names, [r["mean"] for r in rows], yerr=[r["std"] for r in rows], capsize=4, color="tab:blue")
     for i, r in enumerate(rows):
         ax.text(i, r["mean"] + r["std"] + 1, f"{r['mean']:.1f}", ha="center", fontsize=8)
+    ax.tick_params(axis="x", labelsize=8)
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 105)
     ax.set_title(title)
@@ -91,7 +92,8 @@ def main(argv=None) -> int:
     for model in args.models:
         results = [run_one(args, model, seed, options) for seed in args.seeds]
         accs = [100 * r["test"]["accuracy"] for r in results]
-        rows.append({"model": model, "parameters": results[0]["parameters"], "mean": statistics.mean(accs),
+        label = model + (f" + {options[model]['probe']} probes" if options.get(model, {}).get("probe") else "")
+        rows.append({"model": label, "parameters": results[0]["parameters"], "mean": statistics.mean(accs),
                      "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "n": len(accs),
                      "seconds": statistics.mean(r["train_seconds"] for r in results)})
         print(f"{model}: {rows[-1]['mean']:.2f} +- {rows[-1]['std']:.2f} % test accuracy", flush=True)
@@ -105,7 +107,7 @@ def main(argv=None) -> int:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    plot(rows, out / "results.png", header[:90])
+    plot(rows, out / "results.png", f"{args.task}: test accuracy over seeds {args.seeds}, {args.epochs} epochs")
     print("\n" + header + "\n\n" + md)
     print(f"\nwritten: {out / 'results.md'}, {out / 'results.csv'}, {out / 'results.png'}")
     return 0
