@@ -47,7 +47,7 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0, help="seed of initialization, data order and augmentation")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar: one line per epoch (for logs)")
 
 
 def parse_options(text: str) -> dict:
