@@ -30,7 +30,7 @@ class ProbePlan:
     def __init__(self, module: torch.nn.Module, spec: WeightSpaceSpec, probes: Any):
         from ..spec.trace import _as_inputs
         from ..spec.trace.interpret import interpret
-        from ..spec.trace.labels import Feat
+        from ..spec.activations import whole_site
         from ..spec.trace.state import TraceState
         from ..spec.trace.tracer import ConcreteTracer
 
@@ -45,19 +45,16 @@ class ProbePlan:
         n_probes = int(self.args[0].shape[0])
 
         def record(t):
-            h = t.held
-            if h is None or h.start != 0 or h.length != h.space.size:
-                return
-            dims = [i for i, d in enumerate(t.dims) if isinstance(d, Feat) and d.space is h.space]
-            if len(dims) != 1 or not t.dims[dims[0]].plain or t.dims[dims[0]].length != h.space.size:
+            site = whole_site(t)
+            if site is None:
                 return
             node = state.current_node
             val = node.meta.get("val")
             if torch.is_tensor(val) and val.shape == t.value.shape and val.dim() >= 2 and val.shape[0] == n_probes \
-                    and dims[0] != 0:                    # per probe sample, neurons on another dim
-                found[h.space.site_id] = (node, dims[0])
+                    and site[1] != 0:                    # per probe sample, neurons on another dim
+                found[site[0]] = (node, site[1])
             else:
-                found.pop(h.space.site_id, None)
+                found.pop(site[0], None)
 
         try:
             with torch.no_grad():

@@ -9,6 +9,20 @@ from .errors import SpecError, require_module
 from .spec import WeightSpaceSpec
 
 
+def whole_site(t) -> tuple[int, int] | None:
+    """``(site id, neuron dim)`` when the traced tensor ``t`` carries all of one site's neurons, in
+    order, along a single dim; None otherwise (a part of a site, or neurons spread over dims)."""
+    from .trace.labels import Feat
+
+    h = t.held
+    if h is None or h.start != 0 or h.length != h.space.size:
+        return None
+    dims = [i for i, d in enumerate(t.dims) if isinstance(d, Feat) and d.space is h.space]
+    if len(dims) != 1 or not t.dims[dims[0]].plain or t.dims[dims[0]].length != h.space.size:
+        return None
+    return h.space.site_id, dims[0]
+
+
 def site_activations(module: torch.nn.Module, inputs: Any, spec: WeightSpaceSpec | None = None,
                      flatten: bool = True, pre_activation: bool = False) -> dict[int, torch.Tensor]:
     """``{site id: values}`` for every site of ``module``'s dataflow on ``inputs``.
@@ -22,7 +36,6 @@ def site_activations(module: torch.nn.Module, inputs: Any, spec: WeightSpaceSpec
     """
     from .trace import _as_inputs
     from .trace.interpret import interpret
-    from .trace.labels import Feat
     from .trace.state import TraceState
     from .trace.tracer import ConcreteTracer
 
@@ -33,16 +46,11 @@ def site_activations(module: torch.nn.Module, inputs: Any, spec: WeightSpaceSpec
     recorded: dict[int, torch.Tensor] = {}
 
     def record(t):
-        h = t.held
-        if h is None or h.start != 0 or h.length != h.space.size:
+        found = whole_site(t)
+        if found is None or (pre_activation and found[0] in recorded):
             return
-        dims = [i for i, d in enumerate(t.dims) if isinstance(d, Feat) and d.space is h.space]
-        if len(dims) != 1 or not t.dims[dims[0]].plain or t.dims[dims[0]].length != h.space.size:
-            return
-        if pre_activation and h.space.site_id in recorded:
-            return
-        v = t.value.detach().movedim(dims[0], -1)
-        recorded[h.space.site_id] = v.reshape(-1, v.shape[-1]) if flatten else v
+        v = t.value.detach().movedim(found[1], -1)
+        recorded[found[0]] = v.reshape(-1, v.shape[-1]) if flatten else v
 
     try:
         with torch.no_grad():
