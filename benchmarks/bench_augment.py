@@ -14,8 +14,11 @@ the seeds and the train/test gap (accuracy on the un-augmented training set minu
 The classifier is a model factory ``factory(spec, num_classes) -> module(WeightSpace) -> logits``
 picked with ``--model``: ``flat-mlp`` (``weightspace.nn.FlatMLP``, an MLP on the flattened weights,
 the baseline of DWSNets / NFN tables), ``unf`` (``weightspace.nn.UNF``, equivariant layers) or
-``nfn-np`` (NFN's NP layers with IO embeddings) or ``nggnn`` (a graph metanetwork, ``weightspace.nn.NGGNN``).
-Augmentations act on the raw weights; per-tensor normalization (training-split statistics) follows.
+``nfn-np`` (NFN's NP layers with IO embeddings), ``nggnn`` (a graph metanetwork, ``weightspace.nn.NGGNN``),
+or ``nggnn-probe`` / ``gmn-probe`` (graph metanetworks with 64 probe features, hidden 32, 2 layers:
+the digits-INR reproduction's setting, the models that learn this zoo).
+Augmentations act on the raw weights; per-tensor normalization (training-split statistics) follows
+inside the model (probe features are computed from the raw, augmented weights).
 Training runs on one thread by default (robust on a shared 2-core machine; ``--threads``).
 
 Run: ``python benchmarks/bench_augment.py`` (about 7 min on a 2-core machine; ``--quick`` for a
@@ -68,8 +71,37 @@ def _nggnn(spec: ws.WeightSpaceSpec, num_classes: int) -> nn.Module:
     return model
 
 
-# name -> factory(spec, num_classes) -> module(WeightSpace) -> logits
-MODELS = {"flat-mlp": _flat_mlp, "unf": _unf, "nfn-np": _nfn_np, "nggnn": _nggnn}
+class _Normalized(nn.Module):
+    """A classifier on normalized weights, fed raw weights (the per-tensor statistics of the
+    training split applied first)."""
+
+    def __init__(self, model: nn.Module, norm):
+        super().__init__()
+        self.model, self.norm = model, norm
+
+    def forward(self, w: ws.WeightSpace) -> torch.Tensor:
+        return self.model(self.norm.apply(w))
+
+
+def _probed(name: str):
+    """A graph metanetwork with Neural Graphs' probe features (64 points of the pixel grid, computed
+    from the raw, augmented weights), as in the digits-INR reproduction: hidden 32, 2 layers."""
+    def factory(spec, num_classes, norm, zoo):
+        from weightspace.train.data import zoo_evaluator
+        from weightspace.train.models import build_model
+
+        return build_model(name, spec, num_classes, norm, torch.Generator().manual_seed(torch.initial_seed()),
+                           zoo_evaluator(zoo.manifest), hidden=32, layers=2, probe=64)
+    return factory
+
+
+def _on_normalized(factory):
+    return lambda spec, num_classes, norm, zoo: _Normalized(factory(spec, num_classes), norm)
+
+
+# name -> factory(spec, num_classes, norm, zoo) -> module(raw WeightSpace) -> logits
+MODELS = {"flat-mlp": _on_normalized(_flat_mlp), "unf": _on_normalized(_unf), "nfn-np": _on_normalized(_nfn_np),
+          "nggnn": _on_normalized(_nggnn), "nggnn-probe": _probed("nggnn"), "gmn-probe": _probed("gmn")}
 
 
 # ------------------------------------------------------------------------------------ the rows
@@ -160,7 +192,7 @@ def _train(factory, zoo, transform, mixup, seed, epochs, batch_size, lr, bar) ->
     weights, labels = zoo.weights, zoo.records["label"].long()
     train, test = zoo.splits["train"], zoo.splits["test"]
     norm = ws.normalization_stats(weights[train])
-    model = factory(weights.spec, int(labels.max()) + 1)
+    model = factory(weights.spec, int(labels.max()) + 1, norm, zoo)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * -(-len(train) // batch_size))
     gen = torch.Generator().manual_seed(10_000 + seed)           # shuffling and augmentation
@@ -174,11 +206,11 @@ def _train(factory, zoo, transform, mixup, seed, epochs, batch_size, lr, bar) ->
                 w = transform(w, gen)
             if mixup is not None:
                 w, lam, partner = mixup(w, gen)
-                out = model(norm.apply(w))
+                out = model(w)
                 loss = (lam * F.cross_entropy(out, y, reduction="none")
                         + (1 - lam) * F.cross_entropy(out, y[partner], reduction="none")).mean()
             else:
-                loss = F.cross_entropy(model(norm.apply(w)), y)
+                loss = F.cross_entropy(model(w), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -186,12 +218,15 @@ def _train(factory, zoo, transform, mixup, seed, epochs, batch_size, lr, bar) ->
         bar.update(1)
     model.eval()
     with torch.no_grad():
-        return {name: float((model(norm.apply(weights[split])).argmax(1) == labels[split]).float().mean())
+        return {name: float((model(weights[split]).argmax(1) == labels[split]).float().mean())
                 for name, split in (("train", train), ("test", test))}
 
 
 def ablation(zoo, name: str, args, match: bool) -> list[dict]:
     rows = families(match)
+    if args.rows:
+        wanted = [w.strip() for w in args.rows.split(",")]
+        rows = {k: v for k, v in rows.items() if k == "none" or any(k.startswith(w) for w in wanted)}
     factory = MODELS[args.model]
     results = []
     bar = tqdm(total=len(rows) * args.seeds * args.epochs, desc=f"ablation {name}", unit="epoch", dynamic_ncols=True)
@@ -308,6 +343,8 @@ def main() -> None:
     ap.add_argument("--mnist-limit", type=int, default=1000, help="first N train and N test MNIST images")
     ap.add_argument("--model", default="flat-mlp", choices=sorted(MODELS))
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--rows", default=None, help="comma-separated prefixes of the rows to run (e.g. "
+                    "'symmetry,noise,INR geometry,mixup (align=none),all combined'); 'none' always runs")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)

@@ -8,16 +8,20 @@ configuration in a fresh subprocess (peak RSS during the steps above the residen
 setup). Every step builds the graphs from the WeightSpace (``ws.to_graph``) as training does.
 Also: GMN on 64 ResNet-20 and 64 Transformer-block weight sets.
 
-Reference: the neural-graphs repository's own NG-GNN is not run here (not installed in this
-environment); the issue's measurements on these machines are printed beside our rows: 6.75 SIRENs/s
-and 4.9 GB for NG-GNN (hidden 32, 4 layers) at batch 256; NG-T killed for memory at 24 GB.
+Reference: with ``--neural-graphs REPO`` (a checkout of https://github.com/mkofinas/neural-graphs),
+the repository's own NG-GNN (its MNIST-INR configuration, hidden 32, 4 layers) runs in the same
+benchmark, under the same thread count and allocator, through ``_neural_graphs_ref.py`` in the
+benchmark environment (``--ref-python``, default ``.bench-venv/bin/python``, which holds hydra-core and
+random-fourier-features-pytorch; ``make bench-gmn`` sets it up). Without it, the issue's measurements
+on these machines are printed beside our rows: 6.75 SIRENs/s and 4.9 GB for NG-GNN at batch 256.
 
 Allocation matters on CPU: at batch 256 an edge-state tensor ``[287k, 32]`` is 37 MB, above glibc's
 mmap threshold, so every fresh one is mapped from the OS and page-faulted in (~6 ms per tensor in a
 VM, more than the arithmetic on it). ``--tuned-malloc`` runs the configurations with glibc told to keep
 freed memory (``MALLOC_MMAP_MAX_=0``, large trim threshold), as one would with jemalloc / tcmalloc.
 
-    python benchmarks/bench_gmn.py [--quick] [--threads 2] [--tuned-malloc]
+    python benchmarks/bench_gmn.py [--quick] [--threads 2] [--tuned-malloc] [--only nggnn]
+        [--neural-graphs out/bench/neural-graphs] [--ref-python .bench-venv/bin/python]
 """
 from __future__ import annotations
 
@@ -85,10 +89,11 @@ def run_one(cfg: dict) -> dict:
 TUNED_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36), "MALLOC_TOP_PAD_": str(2**28)}
 
 
-def in_subprocess(cfg: dict, tuned_malloc: bool = False) -> dict | None:
+def in_subprocess(cfg: dict, tuned_malloc: bool = False, command: list[str] | None = None) -> dict | None:
     env = dict(os.environ, **TUNED_MALLOC) if tuned_malloc else None
-    out = subprocess.run([sys.executable, __file__, "--one", json.dumps(cfg)], capture_output=True, text=True,
-                         env=env)
+    command = command or [sys.executable, os.path.abspath(__file__), "--one"]
+    out = subprocess.run([*command, json.dumps(cfg)], capture_output=True, text=True, env=env,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
     if out.returncode != 0:
         print(f"[{cfg}] failed:\n{out.stderr[-2000:]}", file=sys.stderr)
         return None
@@ -100,6 +105,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="batch 64, one timed step")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tuned-malloc", action="store_true", help="keep freed memory in glibc's heap (see above)")
+    ap.add_argument("--only", help="run only this model's rows (nggnn, ngt, gmn, scalegmn, unf)")
+    ap.add_argument("--neural-graphs", metavar="REPO", help="checkout of mkofinas/neural-graphs: run its NG-GNN here")
+    ap.add_argument("--ref-python", default=".bench-venv/bin/python",
+                    help="python of the benchmark environment that runs the reference")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -113,7 +122,15 @@ def main() -> None:
     configs = [("nggnn", "siren", False, batch), ("ngt", "siren", False, batch), ("gmn", "siren", False, batch),
                ("scalegmn", "siren", False, batch), ("nggnn", "siren", True, batch), ("unf", "siren", False, batch),
                ("gmn", "resnet20", False, 64), ("gmn", "transformer", False, 64)]
+    reference = None
+    if args.neural_graphs:
+        ref_cmd = [os.path.abspath(args.ref_python), "_neural_graphs_ref.py", os.path.abspath(args.neural_graphs)]
+        r = in_subprocess({"batch": batch, "threads": args.threads, "repeats": repeats}, args.tuned_malloc, ref_cmd)
+        if r is not None:
+            reference = (r["nets_per_s"], r["peak_mb"], r["params"])
     for name, arch, equivariant, b in configs:
+        if args.only and name != args.only:
+            continue
         cfg = {"model": name, "arch": arch, "equivariant": equivariant, "batch": b, "repeats": repeats,
                "threads": args.threads}
         r = in_subprocess(cfg, args.tuned_malloc)
@@ -122,10 +139,14 @@ def main() -> None:
             rows.append((label, arch, str(b), "failed", "", "", ""))
             continue
         ref = NEURAL_GRAPHS.get(name) if arch == "siren" and not equivariant else None
-        speedup = f"{r['nets_per_s'] / ref[0]:.0f}x" if ref else ""
-        rows.append((label, arch, str(b), f"{r['nets_per_s']:.0f}", f"{r['peak_mb']:.0f}", f"{r['params']:,}", speedup))
+        if ref and reference:
+            ref = reference
+        speedup = f"{r['nets_per_s'] / ref[0]:.1f}x" if ref else ""
+        rows.append((label, arch, str(b), f"{r['nets_per_s']:.1f}", f"{r['peak_mb']:.0f}", f"{r['params']:,}", speedup))
         if ref:
-            rows.append(("neural-graphs NG-GNN (issue figures)", arch, "256", f"{ref[0]}", f"{ref[1]:.0f}", "", "1x"))
+            what = "run here, same threads and allocator" if reference else "the issue's figures"
+            rows.append((f"neural-graphs NG-GNN ({what})", arch, str(b), f"{ref[0]:.2f}", f"{ref[1]:.0f}",
+                         f"{ref[2]:,}" if len(ref) > 2 else "", "1x"))
     print(f"glibc malloc: {'tuned (MALLOC_MMAP_MAX_=0)' if args.tuned_malloc else 'default'}")
     print_table(("model", "weights", "batch", "nets/s (fwd+bwd)", "peak MB", "params", "vs neural-graphs"), rows)
 

@@ -402,3 +402,61 @@ ARCHITECTURES = [
     Arch("einsum_attention", EinsumAttention, seq(t=5, d=8), 3),
     Arch("volumetric", Volumetric, lambda g: (torch.randn(2, 2, 4, 4, 4, generator=g),), 2),
 ]
+
+
+# ------------------------------------------------------------------------------------ issue 20 / 21 additions
+
+
+class MaskedAttention(nn.Module):
+    """Attention as transformers models write it: a padding mask broadcast over heads (sdpa), a causal
+    mask built as a tensor (hand-written softmax), rotary embeddings (``rotate_half`` slicing each
+    head in halves), and GPT-2's ``gelu_new`` in the MLP. (Grouped-query attention, ``kv_heads <
+    heads``, is tested in test_trace_masks.py: parameter graphs do not draw its attention op yet.)"""
+
+    def __init__(self, mode: str, heads: int = 4, kv_heads: int = 4, head_dim: int = 4, dim: int = 12):
+        super().__init__()
+        self.mode, self.h, self.kv, self.d = mode, heads, kv_heads, head_dim
+        self.norm = nn.LayerNorm(dim)
+        self.q, self.o = nn.Linear(dim, heads * head_dim), nn.Linear(heads * head_dim, dim)
+        self.k, self.v = nn.Linear(dim, kv_heads * head_dim), nn.Linear(dim, kv_heads * head_dim)
+        self.fc1, self.fc2, self.head = nn.Linear(dim, 20), nn.Linear(20, dim), nn.Linear(dim, 3)
+
+    @staticmethod
+    def rotate(x, pos):
+        half = x.shape[-1] // 2
+        freq = pos[:, None] / 10.0 ** (torch.arange(half, dtype=x.dtype) / half)
+        cos, sin = torch.cat([freq.cos(), freq.cos()], -1), torch.cat([freq.sin(), freq.sin()], -1)
+        return x * cos + torch.cat([-x[..., half:], x[..., :half]], -1) * sin
+
+    def forward(self, x, pad):
+        B, L, _ = x.shape
+        h = self.norm(x)
+        q = self.q(h).view(B, L, self.h, self.d).transpose(1, 2)
+        k = self.k(h).view(B, L, self.kv, self.d).transpose(1, 2)
+        v = self.v(h).view(B, L, self.kv, self.d).transpose(1, 2)
+        if self.mode == "rotary":
+            pos = torch.arange(L, dtype=x.dtype)
+            q, k = self.rotate(q, pos), self.rotate(k, pos)
+        if self.mode == "causal_eager":
+            mask = torch.full((L, L), -1e4, dtype=x.dtype).triu(1)
+            a = (q @ k.transpose(-2, -1) / math.sqrt(self.d) + mask).softmax(-1) @ v
+        else:
+            mask = torch.zeros(pad.shape, dtype=x.dtype).masked_fill(pad, -1e4)[:, None, None, :]
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.kv != self.h)
+        x = x + self.o(a.transpose(1, 2).reshape(B, L, self.h * self.d))
+        u = self.fc1(x)
+        u = 0.5 * u * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (u + 0.044715 * torch.pow(u, 3.0))))
+        return self.head(self.fc2(u).mean(1))
+
+
+def _padded(g):
+    pad = torch.zeros(3, 5, dtype=torch.bool)
+    pad[0, -2:] = True
+    return torch.randn(3, 5, 12, generator=g), pad
+
+
+ARCHITECTURES += [
+    Arch("masked_padding", lambda: MaskedAttention("padding"), _padded, None),
+    Arch("masked_causal_eager", lambda: MaskedAttention("causal_eager"), _padded, None),
+    Arch("rotary", lambda: MaskedAttention("rotary"), _padded, None),
+]

@@ -41,7 +41,9 @@ _EXPORTS: dict[str, str] = {
     "DataFormatError": ".data",
     # alignment and merging (weightspace.align, weightspace.merge)
     "weight_matching": ".align", "activation_matching": ".align", "ste_matching": ".align",
-    "sinkhorn_matching": ".align", "merge_many": ".align", "repair": ".align", "reset_bn_statistics": ".align",
+    "sinkhorn_matching": ".align", "merge_many": ".align", "tree_matching": ".align", "tree_merge_many": ".align",
+    "matching_analysis": ".align", "merge_comparison": ".align", "with_symmetries": ".symmetry.extended",
+    "repair": ".align", "reset_bn_statistics": ".align",
     "interpolate": ".merge", "barrier_curve": ".merge", "BarrierCurve": ".merge", "plot_barrier": ".merge",
     "weighted_average": ".merge", "task_arithmetic": ".merge", "ties_merging": ".merge", "dare": ".merge",
 }

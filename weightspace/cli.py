@@ -11,7 +11,7 @@ import sys
 
 from .errors import UsageError, user_errors
 
-COMMANDS = ["demo", "spec", "fit-inrs", "make-zoo", "merge", "train", "evaluate"]
+COMMANDS = ["demo", "spec", "fit-inrs", "make-zoo", "zoo-check", "merge", "train", "evaluate"]
 EXIT_USER_ERROR = 2
 
 

@@ -39,11 +39,56 @@ def _all_perms(b: int) -> np.ndarray:
     return _PERMS[b]
 
 
+SHORTCUT_MIN = 32     # square problems from this size first try the exact shortcuts of ``lap``
+
+
 def lap(m: np.ndarray) -> np.ndarray:
-    """Maximizing linear assignment: ``cols[i]`` is the column matched to row ``i``."""
+    """Maximizing linear assignment: ``cols[i]`` is the column matched to row ``i``.
+
+    Two exact shortcuts run before scipy's solver on square problems (each an O(n^2) check):
+
+    * every row's maximum is strict and the row maxima sit in distinct columns: that assignment is
+      the unique optimum (any other one loses in some row and gains in none). This is the common
+      case late in a descent and whenever B is close to a permuted A.
+    * ``m`` is an outer product ``u v^T`` (one term of width one: the bias-only cost of weight
+      matching's informed start): sorting ``u`` and ``v`` alike is optimal (rearrangement
+      inequality). scipy's augmenting paths are pathologically slow on these (45 s for n = 3072,
+      against 0.2 s for a full-rank cost of the same size).
+    """
+    n = m.shape[0]
+    if n >= SHORTCUT_MIN and m.shape == (n, n):
+        cols = _strict_argmax(m)
+        if cols is None:
+            cols = _rank_one(m)
+        if cols is not None:
+            return cols
     rows, cols = linear_sum_assignment(m, maximize=True)
     out = np.empty(m.shape[0], dtype=np.int64)
     out[rows] = cols
+    return out
+
+
+def _strict_argmax(m: np.ndarray) -> np.ndarray | None:
+    """The row-argmax assignment when it is a permutation and every row's maximum is strict."""
+    best = m.argmax(1)
+    if np.bincount(best, minlength=m.shape[1]).max() != 1:
+        return None
+    top = m[np.arange(m.shape[0]), best]
+    second = np.partition(m, -2, axis=1)[:, -2]
+    return best.astype(np.int64) if bool((second < top).all()) else None
+
+
+def _rank_one(m: np.ndarray) -> np.ndarray | None:
+    """The optimum of ``max sum_i u_i v_p(i)`` when ``m = u v^T`` (to rounding), else None."""
+    i, j = np.unravel_index(np.abs(m).argmax(), m.shape)
+    pivot = m[i, j]
+    if pivot == 0 or not np.isfinite(pivot):
+        return None
+    u, v = m[:, j], m[i, :] / pivot
+    if np.abs(np.outer(u, v) - m).max() > 1e-12 * abs(pivot):
+        return None
+    out = np.empty(m.shape[0], dtype=np.int64)
+    out[np.argsort(u, kind="stable")] = np.argsort(v, kind="stable")
     return out
 
 

@@ -38,10 +38,19 @@ def segment_rows(t: torch.Tensor, term: Term) -> torch.Tensor:
     return t.movedim(term.axis, 0).narrow(0, term.offset, term.size * term.inner).reshape(term.size, -1)
 
 
+def _distinct(t: torch.Tensor, term: Term) -> bool:
+    """Whether ``term``'s rows of ``t`` (see :func:`segment_rows`) are not all equal, i.e. the term can
+    tell group elements apart (compared in place, without copying the rows)."""
+    if term.size < 2:
+        return False
+    v = t.movedim(term.axis, 0).narrow(0, term.offset, term.size * term.inner).unflatten(0, (term.size, term.inner))
+    return not bool((v == v[:1]).all())
+
+
 def weight_matching(spec: WeightSpaceSpec, params_a: Any, params_b: Any, *, max_iter: int = 100, seed: int = 0,
                     init: Mapping[str, Any] | None = None, groups: Iterable[str] | None = None,
                     statistics: bool = True, tol: float = 1e-9, progress: bool = False,
-                    info: dict | None = None) -> Perms:
+                    info: dict | None = None, kinds: Iterable[str] | None = None) -> Perms:
     """Permutations ``{group: LongTensor[size]}`` that align network B to network A:
     ``permute(params_b, spec, perms)`` is the element of B's orbit closest to A found by
     coordinate descent on ``sum_params <A, P(B)>`` (maximizing the inner product = minimizing the
@@ -66,12 +75,23 @@ def weight_matching(spec: WeightSpaceSpec, params_a: Any, params_b: Any, *, max_
     ``init``: starting permutations (default identity). ``groups``: optimize only the trees holding
     these groups (others keep ``init``). ``statistics``: include norm statistics (BatchNorm running
     mean / var) in the objective. ``info``: a dict filled with ``sweeps``, ``objective`` (start,
-    end), ``steps`` (accepted tree updates) and ``lap_solves``.
+    end), ``steps`` (accepted tree updates), ``lap_solves`` and ``bound`` (``|A| |B|``, the objective's
+    upper bound, reached exactly when B is a permuted copy of A and it was recovered).
 
     A tree is solved again only when a group it shares a parameter with has moved since its last
     solve (otherwise its cost matrix, hence its answer, is unchanged); the descent stops when no
     tree is left to solve.
+
+    ``kinds``: the symmetry kinds to search. A spec carrying further kinds (a tree ensemble's
+    subtree flips and splitting orders) is aligned by :func:`~weightspace.align.trees.tree_matching`
+    and a :class:`~weightspace.symmetry.GroupElement` is returned (``("permutation",)`` permutes the
+    trees only); ``ws.act(params_b, spec, result)`` brings B onto A either way.
     """
+    if kinds is not None or getattr(spec, "symmetries", ()):
+        from .trees import structured_weight_matching
+        element = structured_weight_matching(spec, params_a, params_b, kinds)
+        if element is not None:
+            return element
     a = as_state(params_a, spec, "params_a")
     b = as_state(params_b, spec, "params_b")
     roles = ("parameter", "statistic") if statistics else ("parameter",)
@@ -97,8 +117,8 @@ def weight_matching(spec: WeightSpaceSpec, params_a: Any, params_b: Any, *, max_
     b_cur: dict[str, torch.Tensor] = {}
     permute_entries(b, all_params, spec, perms, b_cur)
 
-    def objective(names, state) -> float:
-        return float(sum(torch.sum(a[n] * state[n], dtype=torch.float64) for n in names))
+    def objective(names, state, ref=a) -> float:
+        return float(sum(torch.sum(ref[n] * state[n], dtype=torch.float64) for n in names))
 
     # A tree's cost matrices depend on the current permutations of the groups it shares parameters
     # with (and on its own where a parameter carries it on two axes). A tree solved since the last
@@ -136,9 +156,32 @@ def weight_matching(spec: WeightSpaceSpec, params_a: Any, params_b: Any, *, max_
                 prod = hit[1] + a_rows[t][:, cols] @ (rows[:, cols] - hit[2][:, cols]).T
                 cache[t] = (key, prod, rows)
                 return prod
-        prod = a_rows[t] @ rows.T
+        # rows of width one (biases, norm vectors): an exact outer product in float64, which ``lap``
+        # solves by sorting (scipy is pathologically slow on rank-one costs)
+        prod = a_rows[t].double() @ rows.double().T if rows.shape[1] == 1 else a_rows[t] @ rows.T
         cache[t] = (key, prod, rows)
         return prod
+
+    # The informed start reads only terms that can tell the group's elements apart: a term whose rows
+    # are all equal in A or in B (a fresh BatchNorm's ones and zeros, zero biases) scores every
+    # assignment the same. A tree with no such term whose other axes are known waits until one
+    # appears (later trees of the sweep assign more groups); only when none can move does the rest
+    # go with all its terms. Without this, fresh-BN networks (MobileNet v2) lock a residual stream
+    # to an arbitrary order first and the descent stops in a seed-dependent local optimum.
+    informative = {t: _distinct(a[t.param], t) and _distinct(b[t.param], t) for t in a_rows} if not init else {}
+
+    def ready_terms(r: str) -> set[Term]:
+        return {t for g in forest.members(r) for t in terms.get(g, ()) if t.others <= known and informative[t]}
+
+    def informed_order(order: list[int]):
+        pending = list(order)
+        while pending:
+            i = next((i for i in pending if ready_terms(roots[i])), None)
+            if i is None:
+                yield from pending
+                return
+            pending.remove(i)
+            yield i
 
     gen = torch.Generator().manual_seed(seed)
     start = objective(all_params, b_cur)
@@ -146,14 +189,15 @@ def weight_matching(spec: WeightSpaceSpec, params_a: Any, params_b: Any, *, max_
     known: set[str] | None = None if init else set()  # groups assigned so far in the informed sweep
     bar = tqdm(range(max_iter), desc="weight matching", disable=not progress, leave=False)
     for sweeps in bar:
-        for i in torch.randperm(len(roots), generator=gen).tolist():
+        order = torch.randperm(len(roots), generator=gen).tolist()
+        for i in (order if known is None else informed_order(order)):
             r = roots[i]
             if r not in dirty:
                 continue
             dirty.discard(r)
             usable = None
             if known is not None:
-                usable = {t for g in forest.members(r) for t in terms.get(g, ()) if t.others <= known}
+                usable = ready_terms(r)
                 known.update(forest.members(r))
             costs = {}
             for g in forest.members(r):
@@ -197,5 +241,7 @@ def weight_matching(spec: WeightSpaceSpec, params_a: Any, params_b: Any, *, max_
             break
     sweeps += 1
     if info is not None:
-        info.update(sweeps=sweeps, steps=steps, lap_solves=lap_solves, objective=(start, objective(all_params, b_cur)))
+        bound = (objective(all_params, a) * objective(all_params, b, b)) ** 0.5
+        info.update(sweeps=sweeps, steps=steps, lap_solves=lap_solves, objective=(start, objective(all_params, b_cur)),
+                    bound=bound)
     return perms

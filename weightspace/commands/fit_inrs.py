@@ -6,6 +6,16 @@ flags override single hyperparameters. Run the same command again to resume a ki
 
   weightspace fit-inrs --source digits --out datasets/digits-inr
   weightspace fit-inrs --source mnist --root ../shared/data/mnist --out datasets/mnist-inr --workers 2
+
+On a cluster, split the shards over independent jobs with --shard i/n (a SLURM array:
+--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT) and/or over torchrun processes (each rank takes
+its share; use --workers 1 there); the job that writes the last shard completes the manifest, and
+weightspace zoo-check PATH says which shards are still missing:
+
+  sbatch --array=0-15 --wrap 'weightspace fit-inrs --source mnist --root data/mnist --out zoo --workers 1
+      --shard $SLURM_ARRAY_TASK_ID/16'          (one line; sixteen independent jobs)
+  torchrun --standalone --nproc_per_node 8 -m weightspace.cli fit-inrs --source mnist --root data/mnist
+      --out zoo --workers 1                     (one line; eight processes on one node)
 """
 HELP = "fit an INR zoo (one SIREN per image), sharded and resumable"
 RESUMABLE = True                 # Ctrl-C: "interrupted; rerun the same command to resume" (weightspace.cli)
@@ -27,7 +37,30 @@ def add_arguments(p):
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     p.add_argument("--max-shards", type=int, help="write at most this many shards, then stop (resume later)")
+    p.add_argument("--shard", help="i/n: write only part i of n of the shards (job arrays; default: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def writer_part(shard: str | None):
+    """The part of the zoo this process writes: ``--shard i/n`` (default ``0/1``), split further over
+    the processes ``torchrun`` started (rank ``r`` of ``w``: part ``i * w + r`` of ``n * w``)."""
+    from ..data.shards import ShardPart
+    from ..errors import UsageError
+    from ..train.distributed import launched_rank, launched_world_size
+
+    try:
+        part = ShardPart.parse(shard) if shard is not None else ShardPart()
+    except ValueError as e:
+        raise UsageError(str(e), "--shard") from e
+    return part.split(launched_rank(), launched_world_size())
+
+
+def partial_message(part, max_shards: int | None, out: str) -> str:
+    """What a run that ended before the zoo was complete says."""
+    if part.count > 1 and max_shards is None:
+        return (f"part {part} done: its shards are written to {out}; the zoo completes when the last part ends "
+                f"(weightspace zoo-check {out} lists missing shards)")
+    return f"stopped after --max-shards; run the same command again to continue ({out})"
 
 
 def run(args) -> int:
@@ -40,9 +73,11 @@ def run(args) -> int:
     preload("torch", "numpy", "safetensors.torch", "tqdm.auto", "weightspace.data",
             *(["sklearn.datasets"] if args.source == "digits" else []))
     from ..data.recipes import make_inr_zoo, recipe_for
+    from ..data.shards import writing_part
 
+    part = writer_part(args.shard)
     t0 = time.perf_counter()
-    with option_names(args):
+    with option_names(args), writing_part(part):
         manifest = make_inr_zoo(recipe_for(args.source), args.out, root=args.root, seed=args.seed, limit=args.limit,
                                 shard_size=args.shard_size, workers=args.workers, threads=args.threads,
                                 progress=not args.no_progress, max_shards=args.max_shards, steps=args.steps,
@@ -50,7 +85,7 @@ def run(args) -> int:
                                 batch_size=args.batch_size)
     dt = time.perf_counter() - t0
     if not manifest.get("complete"):
-        print(f"stopped after --max-shards; run the same command again to continue ({args.out})")
+        print(partial_message(part, args.max_shards, args.out))
         return 0
     s = manifest["summary"]
     print(f"{manifest['num_items']} INRs in {args.out} (this run: {dt:.1f} s); PSNR mean {s['mean_psnr']:.2f} dB, "

@@ -7,6 +7,9 @@ a dataset for generalization prediction. Sharded and resumable (run the same com
 
   weightspace make-zoo --out datasets/digits-cnn-zoo
   weightspace make-zoo --source mnist --root ../shared/data/mnist --out datasets/mnist-cnn-zoo --num-models 2000
+
+Split the shards over the jobs of a SLURM array with --shard i/n and/or over torchrun processes (see
+weightspace fit-inrs --help); weightspace zoo-check PATH lists the shards still missing.
 """
 HELP = "train a model zoo (CNNs / MLPs with varied hyperparameters), sharded and resumable"
 RESUMABLE = True                 # Ctrl-C: "interrupted; rerun the same command to resume" (weightspace.cli)
@@ -26,6 +29,7 @@ def add_arguments(p):
     p.add_argument("--shard-size", type=int, default=100)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--max-shards", type=int, help="write at most this many shards, then stop (resume later)")
+    p.add_argument("--shard", help="i/n: write only part i of n of the shards (job arrays; default: all)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -39,15 +43,23 @@ def run(args) -> int:
     preload("torch", "numpy", "safetensors.torch", "tqdm.auto", "weightspace.data",
             *(["sklearn.datasets"] if args.source == "digits" else []))
     from ..data.model_zoo import make_model_zoo
+    from ..data.shards import ZooIncomplete, writing_part
+    from .fit_inrs import partial_message, writer_part
 
+    part = writer_part(args.shard)
     t0 = time.perf_counter()
-    with option_names(args):
-        m = make_model_zoo(args.out, num_models=args.num_models, source=args.source, root=args.root, arch=args.arch,
-                           width=args.width, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                           shard_size=args.shard_size, progress=not args.no_progress, max_shards=args.max_shards,
-                           threads=args.threads)
+    try:
+        with option_names(args), writing_part(part):
+            m = make_model_zoo(args.out, num_models=args.num_models, source=args.source, root=args.root,
+                               arch=args.arch, width=args.width, steps=args.steps, batch_size=args.batch_size,
+                               seed=args.seed, shard_size=args.shard_size, progress=not args.no_progress,
+                               max_shards=args.max_shards, threads=args.threads)
+    except ZooIncomplete:               # this part's shards are written; other parts' are not (yet)
+        if part.count == 1:
+            raise
+        m = {}
     if not m.get("complete"):
-        print(f"stopped after --max-shards; run the same command again to continue ({args.out})")
+        print(partial_message(part, args.max_shards, args.out))
         return 0
     s = m["summary"]
     print(f"{m['num_items']} models in {args.out} (this run: {time.perf_counter() - t0:.1f} s); test accuracy "

@@ -83,7 +83,8 @@ def run(args) -> int:
     from .. import align, merge
     from ..io import save_checkpoint
     from ..spec import WeightSpaceSpec
-    from ..symmetry import permute
+    from ..symmetry import act
+    from ..symmetry.extended import symmetry_records
     from . import _merge_inputs as inputs
 
     inputs.check_arguments(args)
@@ -123,17 +124,20 @@ def run(args) -> int:
             perms = None
         elif args.method == "weight-matching":
             perms = align.weight_matching(spec, a, b, seed=args.seed, progress=True)
+        elif args.method == "activation-matching" and symmetry_records(spec):
+            perms = align.tree_activation_matching(spec, a, b, data[0])
         elif args.method == "activation-matching":
             perms = align.activation_matching(spec, a, b, data[0], model=model, seed=args.seed, progress=True)
         elif args.method == "ste":
             perms = align.ste_matching(spec, model, a, b, data, steps=args.steps, seed=args.seed, progress=True)
         else:
             perms = align.sinkhorn_matching(spec, a, b, steps=args.steps, seed=args.seed, progress=True)
-        aligned_b = b if perms is None else permute(b, spec, perms)
+        aligned_b = b if perms is None else act(b, spec, perms)
         merged = merge.interpolate(a, aligned_b, args.alpha, spec)
         endpoints, ends_w = [a, aligned_b], (1 - args.alpha, args.alpha)
     elif args.method == "merge-many":
-        result = align.merge_many(spec, states, seed=args.seed, progress=True)
+        result = (align.tree_merge_many(spec, states) if symmetry_records(spec)
+                  else align.merge_many(spec, states, seed=args.seed, progress=True))
         merged, endpoints, ends_w = result.merged, result.aligned, None
     elif args.method == "average":
         merged, endpoints, ends_w = merge.weighted_average(states, weights, spec), states, weights

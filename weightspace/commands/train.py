@@ -10,6 +10,13 @@ curve.png. A killed run continues with --resume and ends with the same weights.
   weightspace train --task mnist-inr --zoo datasets/mnist-inr --model ngt --epochs 100 --out runs/ngt
   weightspace train --task generalization --zoo datasets/cnn-zoo --model nfn-hnp --out runs/gen
   weightspace evaluate runs/nggnn
+  torchrun --standalone --nproc_per_node 4 -m weightspace.cli train --task mnist-inr --zoo datasets/mnist-inr
+      --model gmn --device cuda --precision bf16 --out runs/gmn     (one line: 4 processes, a GPU each)
+
+Under torchrun the command trains data-parallel (DistributedDataParallel; gloo on CPU, NCCL with
+--device cuda); --batch-size is the global batch, so the result does not depend on the number of
+processes; rank 0 writes the run folder. --precision bf16 and --compile help on GPUs; on CPUs they
+are usually slower and are off by default.
 
 Models: flat-mlp, unf, nfn-np, nfn-hnp, nggnn, ngt, gmn, scalegmn (options as JSON with
 --model-options, e.g. '{"hidden": 64, "layers": 4}'). Tasks: digits-inr, mnist-inr,
@@ -48,6 +55,9 @@ def add_arguments(p):
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar: one line per epoch (for logs)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda (under torchrun: the LOCAL_RANK GPU)")
+    p.add_argument("--precision", default="fp32", help="fp32 (default) or bf16 (autocast; for GPUs)")
+    p.add_argument("--compile", action="store_true", help="run the model through torch.compile (for GPUs)")
 
 
 def parse_options(text: str) -> dict:
@@ -64,6 +74,7 @@ def run(args) -> int:
     import torch
 
     from ..train import TrainConfig, train
+    from ..train.distributed import Ranks, init_from_environment
 
     if args.threads is not None:
         if args.threads <= 0:
@@ -73,8 +84,22 @@ def run(args) -> int:
     config = TrainConfig(task=args.task, zoo=args.zoo, model=args.model, model_options=options,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                          warmup=args.warmup, clip=args.clip, patience=args.patience, augment=tuple(args.augment),
-                         train_size=args.train_size, targets=args.targets, seed=args.seed)
-    m = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+                         train_size=args.train_size, targets=args.targets, seed=args.seed, precision=args.precision)
+    if args.device.split(":")[0] not in ("cpu", "cuda"):
+        raise UsageError(f"expected cpu or cuda, got {args.device!r}", "--device")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("no CUDA GPU is visible to this process; use --device cpu", "--device")
+    created = init_from_environment(args.device)
+    try:
+        m = train(config, args.out, resume=args.resume, progress=not args.no_progress, device=args.device,
+                  compile=args.compile)
+        main = Ranks.current().main
+    finally:
+        if created:
+            import torch.distributed as dist
+            dist.destroy_process_group()
+    if not main:
+        return 0
     test = ", ".join(f"{k} {v:.4f}" for k, v in m["test"].items())
     print(f"{m['model']} on {m['task']}: test {test} (best epoch {m['best_epoch']} of {m['epochs_run']}, "
           f"{m['train_seconds']:.1f} s training, {m['parameters']:,} parameters)")

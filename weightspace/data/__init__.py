@@ -18,11 +18,13 @@ from .inr import INRFit, coordinate_grid, fit_inrs, psnr_from_mse, render_inrs, 
 from .model_zoo import make_model_zoo
 from .parallel import FitWorkers
 from .recipes import RECIPES, make_inr_zoo
-from .shards import ShardError, read_shard, write_shard
+from .integrity import ZooStatus, check_zoo
+from .shards import ShardError, ShardPart, ZooIncomplete, read_shard, write_shard, writing_part
 from .zoo import generate_inr_zoo
 
 __all__ = ["fit_inrs", "INRFit", "render_inrs", "coordinate_grid", "psnr_from_mse", "siren_spec", "FitWorkers",
            "load_images", "read_idx", "read_cifar_batch", "DataFormatError", "generate_inr_zoo", "make_inr_zoo",
            "RECIPES", "make_model_zoo", "load_zoo", "Zoo", "WeightDataset", "Batch", "collate_weights", "NormStats",
            "normalization_stats", "split_indices", "read_shard", "write_shard", "ShardError",
-           "read_dwsnets_mnist_inrs", "read_dwsnets_fmnist_inrs", "read_nfn_sirens", "read_small_cnn_zoo"]
+           "read_dwsnets_mnist_inrs", "read_dwsnets_fmnist_inrs", "read_nfn_sirens", "read_small_cnn_zoo",
+           "ShardPart", "ZooIncomplete", "writing_part", "check_zoo", "ZooStatus"]

@@ -19,10 +19,14 @@ Decisions:
   types, a readable spec, splits inside ``[0, num_items)`` and disjoint; a bad one is a
   :class:`ShardError` naming the manifest and the field, at load time rather than when a sample is
   fetched.
+* :func:`check_zoo` (``weightspace zoo-check``) runs the same checks over a whole folder and reports
+  instead of stopping at the first problem: which shards are missing (still being written by other
+  jobs, or lost) and which are damaged, each by file and range of networks.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -175,6 +179,53 @@ class ShardCheck:
             raise ShardError(f"{path}: the shard's tensors do not match the checksum recorded in the manifest "
                              f"(damaged, or replaced by another shard); {REBUILD}")
         return digest
+
+
+@dataclass(frozen=True)
+class ZooStatus:
+    """What :func:`check_zoo` found: ``missing`` and ``damaged`` list ``(shard file, start, stop[,
+    reason])``; ``summarized``: the manifest is complete (its checksums and summary are written)."""
+
+    path: Path
+    num_shards: int
+    missing: tuple[tuple[str, int, int], ...]
+    damaged: tuple[tuple[str, int, int, str], ...]
+    summarized: bool
+
+    @property
+    def whole(self) -> bool:
+        """Every shard present and intact, and the manifest complete: the zoo loads."""
+        return not self.missing and not self.damaged and self.summarized
+
+
+def check_zoo(path: str | Path) -> ZooStatus:
+    """Check every shard of the zoo folder ``path`` against its manifest (presence, the shard's own
+    sha256, the manifest's, ranges, shapes; see :class:`ShardCheck`). A missing or unreadable manifest
+    is a :class:`ShardError`; problems with shards are reported in the result."""
+    from .shards import read_json, read_shard
+
+    path = Path(path)
+    mpath = path / "manifest.json"
+    manifest = read_json(mpath)
+    spec, _ = check_manifest(mpath, manifest)
+    n, size = manifest["num_items"], manifest["shard_size"]
+    count = -(-n // size)
+    names = manifest.get("shards")
+    if not isinstance(names, list) or len(names) != count or not all(isinstance(x, str) for x in names):
+        raise ShardError(f"{mpath}: 'shards' must list the {count} shard files; {MANIFEST_DAMAGED}")
+    check = ShardCheck(manifest["kind"], spec, manifest.get("shard_sha256"))
+    missing, damaged = [], []
+    for k, name in enumerate(names):
+        start, stop = k * size, min(n, (k + 1) * size)
+        if not (path / name).is_file():
+            missing.append((name, start, stop))
+            continue
+        try:
+            tensors, meta = read_shard(path / name, expect=stop - start, keys=("index",))
+            check.check(path / name, k, start, stop, tensors, meta)
+        except ShardError as e:
+            damaged.append((name, start, stop, str(e).removeprefix(f"{path / name}: ")))
+    return ZooStatus(path, count, tuple(missing), tuple(damaged), manifest.get("complete") is True)
 
 
 def _describe(layout) -> str:

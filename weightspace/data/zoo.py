@@ -15,6 +15,13 @@ manifest (``shard_sha256``), and every reader checks shards the same way (:mod:`
 that is killed leaves only whole shards; running the same command again checks that the manifest
 describes the same zoo, checks the shards on disk, and fits only the missing ones, ending with exactly
 the files an uninterrupted run writes.
+
+Several writers split a zoo by :class:`~.shards.ShardPart` (``part`` argument, or a
+:func:`~.shards.writing_part` block): each computes and publishes only its own shards and leaves the
+manifest alone, apart from creating it (every writer would write the same one). The writer that
+finds every shard on disk at its end checks them all and writes the complete manifest, checksums and
+summary included; two that finish together write the same bytes. No locks, so any shared file system
+works.
 """
 from __future__ import annotations
 
@@ -28,7 +35,8 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from .integrity import FORMAT, VERSION, ShardCheck, check_identity, check_manifest, check_splits
-from .shards import _write_shard, read_json, read_shard, tensors_sha256, write_json
+from .shards import (ShardPart, ZooIncomplete, _write_shard, current_part, read_json, read_shard, tensors_sha256,
+                     write_json)
 
 __all__ = ["FORMAT", "VERSION", "ZooRun", "check_splits", "fingerprint", "generate_inr_zoo"]
 
@@ -57,18 +65,21 @@ class ZooRun:
     """
 
     def __init__(self, out: str | Path, kind: str, identity: Mapping, num_items: int, shard_size: int,
-                 extra: Mapping | None = None):
+                 extra: Mapping | None = None, part: ShardPart | None = None):
         if shard_size < 1:
             raise ValueError("shard_size must be positive")
         self.out = Path(out)
+        self.part = part if part is not None else current_part()
         self.kind, self.num_items, self.shard_size = kind, int(num_items), int(shard_size)
         self.identity = {"format": FORMAT, "version": VERSION, "kind": kind, "num_items": self.num_items,
                          "shard_size": self.shard_size, **json.loads(json.dumps(identity))}
         self.manifest_path = self.out / "manifest.json"
         if self.manifest_path.exists():
             self.manifest = check_identity(self.manifest_path, read_json(self.manifest_path), self.identity)
+            mine = {Path(self.shard_name(k)).name for k in self.owned()}
             for stale in (self.out / "shards").glob(".*.tmp"):   # half-written files of a killed run
-                stale.unlink()
+                if stale.name.lstrip(".").split(".safetensors.")[0] + ".safetensors" in mine:
+                    stale.unlink(missing_ok=True)        # (another part's temp files are its own)
         else:
             self.manifest = {**self.identity, **json.loads(json.dumps(extra or {})), "complete": False,
                              "shards": [self.shard_name(k) for k in range(self.num_shards)],
@@ -86,7 +97,7 @@ class ZooRun:
         run.out, run.kind = Path(out), manifest["kind"]
         run.num_items, run.shard_size = int(manifest["num_items"]), int(manifest["shard_size"])
         run.identity, run.manifest = {}, dict(manifest)
-        run.writable, run._checked = False, {}
+        run.writable, run._checked, run.part = False, {}, ShardPart()
         return run
 
     def _checked_manifest(self):
@@ -127,14 +138,22 @@ class ZooRun:
         tensors, meta = read_shard(path, expect=stop - start, keys=("index", *keys))
         return tensors, check.check(path, k, start, stop, tensors, meta)
 
+    def owned(self) -> list[int]:
+        """The shards this writer's part computes (all of them for the part ``0/1``)."""
+        return [k for k in range(self.num_shards) if self.part.owns(k)]
+
+    def missing(self) -> list[int]:
+        """Shards of any part not on disk yet (not read: see :meth:`pending` for the checks)."""
+        return [k for k in range(self.num_shards) if not self.shard_path(k).exists()]
+
     def pending(self) -> list[int]:
-        """Shards not yet on disk (in order). Existing shards are checked as :func:`load_zoo` checks
-        them: a damaged, misplaced or misshapen one is an error naming it (a killed run never leaves
-        one, so it is real damage). A shard from before checksums existed that passes gets its checksum
-        recorded in the manifest. A shard already checked by this run and unchanged since (same size,
-        mtime and inode) is not read again."""
+        """This part's shards not yet on disk (in order). Existing shards are checked as :func:`load_zoo`
+        checks them: a damaged, misplaced or misshapen one is an error naming it (a killed run never
+        leaves one, so it is real damage). A shard from before checksums existed that passes gets its
+        checksum recorded in the manifest (by a single writer; parts leave that to the last one). A shard
+        already checked by this run and unchanged since (same size, mtime and inode) is not read again."""
         todo, check, adopted = [], None, False
-        for k in range(self.num_shards):
+        for k in self.owned():
             p = self.shard_path(k)
             try:
                 st = os.stat(p)
@@ -147,7 +166,7 @@ class ZooRun:
             check = check or self._checker()
             tensors, digest = self._read(k, check)
             recorded = self.manifest.get("shard_sha256") or [None] * self.num_shards   # length checked
-            if self.writable and recorded[k] is None:
+            if self.writable and self.part.count == 1 and recorded[k] is None:
                 self._record(k, digest or tensors_sha256(tensors))
                 adopted = True
             self._checked[k] = stamp
@@ -162,21 +181,36 @@ class ZooRun:
         sums[k] = digest
 
     def write(self, k: int, tensors: Mapping[str, torch.Tensor]) -> Path:
-        """Write shard ``k`` (atomically), then record its checksum in the manifest. A run killed between
-        the two leaves a shard whose own checksum still verifies it; the next run records it."""
+        """Write shard ``k`` (atomically, never over an existing one), then record its checksum in the
+        manifest (a single writer; parts leave that to the one that finishes the zoo). A run killed
+        between the two leaves a shard whose own checksum still verifies it; the next run records it."""
+        if not self.part.owns(k):
+            raise ValueError(f"shard {k} belongs to another part than {self.part}")
         start, stop = self.shard_range(k)
         path, digest = _write_shard(self.shard_path(k), tensors,
-                                    {"kind": self.kind, "shard": k, "start": start, "stop": stop})
-        self._record(k, digest)
-        write_json(self.manifest_path, self.manifest)
+                                    {"kind": self.kind, "shard": k, "start": start, "stop": stop}, exclusive=True)
+        if self.part.count == 1:
+            self._record(k, digest)
+            write_json(self.manifest_path, self.manifest)
         st = os.stat(path)
         self._checked[k] = (st.st_size, st.st_mtime_ns, st.st_ino)
         return path
 
     def load_all(self, keys: Sequence[str] = ()) -> dict[str, torch.Tensor]:
-        """Every shard, checked (see :meth:`pending`), concatenated: ``{name: [num_items, ...]}``."""
-        check = self._checker()
-        parts = [self._read(k, check, keys)[0] for k in range(self.num_shards)]
+        """Every shard, checked (see :meth:`pending`), concatenated: ``{name: [num_items, ...]}``; their
+        checksums are recorded for :meth:`finish`. :class:`~.shards.ZooIncomplete` names the shards not
+        written yet (by other parts)."""
+        gone = [] if self.manifest.get("complete") else self.missing()   # (a complete zoo's lost shard: read error)
+        if gone:
+            names = ", ".join(self.shard_name(k) for k in gone[:3]) + (", ..." if len(gone) > 3 else "")
+            raise ZooIncomplete(f"{self.out}: {len(gone)} of {self.num_shards} shards are not written yet ({names}); "
+                                "the parts writing them have not finished (weightspace zoo-check lists them)", gone)
+        check, parts = self._checker(), []
+        for k in range(self.num_shards):
+            tensors, digest = self._read(k, check, keys)
+            if self.writable:
+                self._record(k, digest or tensors_sha256(tensors))
+            parts.append(tensors)
         return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
 
     def finish(self, summary: Mapping) -> dict:
@@ -190,7 +224,7 @@ def generate_inr_zoo(out: str | Path, images: torch.Tensor, labels: torch.Tensor
                      splits: Mapping[str, Sequence[int]] | None = None, source: Mapping | None = None,
                      shard_size: int = 1000, workers: int = 1, threads: int = 1, progress: bool = True,
                      max_shards: int | None = None, on_shard: Callable[[int, Path], None] | None = None,
-                     **fit_kwargs) -> dict:
+                     part: ShardPart | None = None, **fit_kwargs) -> dict:
     """Fit one INR per image into a sharded zoo under ``out``; resumes a killed run.
 
     ``images [N, (C,) H, W]`` in [0, 1], ``labels [N]``; ``splits``: ``{name: [indices]}`` recorded in
@@ -200,7 +234,9 @@ def generate_inr_zoo(out: str | Path, images: torch.Tensor, labels: torch.Tensor
     ``first_layer_init``, ``batch_size``). ``workers`` processes fit whole shards in parallel, each
     with ``threads`` threads. ``max_shards``: write at most this many shards in this run, then return
     (an incomplete manifest; run again to continue). ``on_shard(k, path)`` is called after each shard
-    is written. Returns the manifest (a dict).
+    is written. ``part``: write only this part's shards (default: all, or the enclosing
+    :func:`~.shards.writing_part`); the part that finds every shard written completes the manifest.
+    Returns the manifest (a dict; ``complete`` False while shards are missing).
     """
     from .inr import _as_images, _fit_pool, _with_threads, check_fit_args, default_batch_size, siren_spec
 
@@ -231,17 +267,18 @@ def generate_inr_zoo(out: str | Path, images: torch.Tensor, labels: torch.Tensor
                  extra={"splits": splits, "spec": siren_spec(kw["hidden"], C).to_dict(),
                         "keys": {"weights": [f"layers.{i}.{t}" for i in range(len(kw["hidden"]) + 1)
                                              for t in ("weight", "bias")],
-                                 "records": ["index", "label", "psnr", "steps"]}})
-    todo = run.pending()
-    if max_shards is not None:
-        todo = todo[:max(0, int(max_shards))]
-    done_before = N - sum(run.shard_range(k)[1] - run.shard_range(k)[0] for k in run.pending())
+                                 "records": ["index", "label", "psnr", "steps"]}}, part=part)
+    pending = run.pending()
+    todo = pending if max_shards is None else pending[:max(0, int(max_shards))]
+    size = [run.shard_range(k)[1] - run.shard_range(k)[0] for k in range(run.num_shards)]
+    mine = sum(size[k] for k in run.owned())
     bar = None
     t0 = time.perf_counter()
     tally = [0, 0.0]
     if progress and todo:
         from tqdm.auto import tqdm
-        bar = tqdm(total=N, initial=done_before, desc=f"INR zoo {run.out.name}", unit="INR", dynamic_ncols=True)
+        bar = tqdm(total=mine, initial=mine - sum(size[k] for k in pending), unit="INR", dynamic_ncols=True,
+                   desc=f"INR zoo {run.out.name}" + (f" part {run.part}" if run.part.count > 1 else ""))
 
     def report(ids, psnr):
         tally[0] += len(ids)
@@ -285,7 +322,7 @@ def generate_inr_zoo(out: str | Path, images: torch.Tensor, labels: torch.Tensor
     finally:
         if bar is not None:
             bar.close()
-    if run.pending():
+    if run.pending() or run.missing():
         return run.manifest
     records = run.load_all(keys=("psnr", "steps", "label"))
     psnr = records["psnr"]

@@ -8,6 +8,19 @@ ICLR 2024), drawn from the spec's dataflow alone:
   are zero-padded to the widest, ``edge_len`` records each edge's size). A Linear reading flattened
   conv features gets one edge per (channel, output neuron) carrying the channel's spatial weights,
   exactly like a kernel: flattening does not multiply nodes.
+* size: padding every edge to the widest kernel costs edges x largest kernel, which explodes on real
+  checkpoints (ResNet-50's 7x7 stem pads its ~15M 1x1 / 3x3 edges to 49 entries: 0.76G slots for
+  25M weights; ViT-B/16's 16x16 patch embedding pads 86M edges to 256). Decision: the width ``Fe``
+  is chosen per spec (:func:`weightspace.graph.plan.edge_width`). When padding to the widest edge
+  stays within 4x the weights on edges (or is small in absolute terms), nothing changes: SIRENs,
+  MLPs, 3x3 CNNs and the test architectures get one edge per neuron pair, as always. Otherwise
+  ``Fe`` drops to the widest kernel size that fits that bound (often 1) and each longer edge becomes
+  ``ceil(len / Fe)`` parallel edges between the same two neurons, carrying consecutive chunks of the
+  kernel; ``edge_part`` numbers the chunks (with ``Fe = 1``: one edge per kernel entry, ``edge_part``
+  its offset). Parallel edges move together under every neuron permutation, so equivariance and
+  the exact inverse are untouched, and memory is O(weights). We preferred this automatic switch to
+  a separate tensor per kernel size because every consumer (encoders, decoders, ScaleGMN, probes)
+  keeps reading one ``edge_attr [M, Fe]``; ``edge_part`` is there for encoders that want the offset.
 * biases are node features of the output neurons (slot 0, or a vector for parameters with extra
   fixed axes such as positional embeddings ``[T, E]`` -> T values per neuron).
 * normalization layers (BatchNorm, LayerNorm, GroupNorm, RMSNorm) get their own nodes: an
@@ -46,7 +59,7 @@ from .copy_plan import can_copy, features_by_copy
 from .plan import GraphPlan, NodeAttrs, graph_plan
 
 NODE_ATTRS = tuple(f.name for f in fields(NodeAttrs))      # node_type, layer, node_pos, activation, site
-EDGE_ATTRS = ("edge_type", "edge_len")
+EDGE_ATTRS = ("edge_type", "edge_len", "edge_part")
 
 
 def _features(plan: GraphPlan, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -111,7 +124,7 @@ def to_graph(params: Any, spec: WeightSpaceSpec | None = None, probe: tuple | No
 
     Graph fields: ``x [N, Fn]`` (biases, norm parameters), ``edge_index [2, M]`` (input neuron ->
     output neuron), ``edge_attr [M, Fe]`` (weights, kernels), ``node_type``, ``layer``, ``node_pos``,
-    ``activation``, ``site`` (per node), ``edge_type``, ``edge_len`` (per edge), ``extra [1, K]`` and
+    ``activation``, ``site`` (per node), ``edge_type``, ``edge_len``, ``edge_part`` (per edge), ``extra [1, K]`` and
     ``buffers [1, Kb]`` (per graph). See the module docstring for the representation.
 
     ``probe=(module, inputs)`` adds ``probe [N, S]``: every neuron's value on the S probe inputs
@@ -135,8 +148,9 @@ def to_graph(params: Any, spec: WeightSpaceSpec | None = None, probe: tuple | No
     if isinstance(params, Mapping):
         if spec is None:
             raise SpecError("to_graph of a state dict needs its spec")
-        batch = _make_batch(_batch_uniform(WeightSpace.from_state_dicts([params], spec)))
-        return batch.get_example(0)
+        t = _batch_uniform(WeightSpace.from_state_dicts([params], spec))
+        del t["_counts"]
+        return Data(**t)           # what Batch.get_example(0) gives, without copying edge_index again
     if isinstance(params, Sequence) and len(params) > 0:
         if isinstance(params[0], tuple):
             return _mixed([p[0] for p in params], [p[1] for p in params])

@@ -17,6 +17,8 @@ from ..spec.cache import cached
 from ..spec.errors import SpecError
 from ..spec.spec import WeightSpaceSpec
 from ..spec.types import SiteView
+from torch_geometric.utils import cumsum
+
 from .rules import OpRules
 from .vocab import NODE, activation_code
 
@@ -36,11 +38,12 @@ class NodeAttrs:
 class GraphPlan:
     num_nodes: int
     node_dim: int                     # Fn: width of node features
-    edge_dim: int                     # Fe: width of edge features (kernels zero-padded)
+    edge_dim: int                     # Fe: width of edge features (kernels zero-padded or split)
     nodes: NodeAttrs
     edge_index: torch.Tensor          # [2, M] (source, target)
     edge_type: torch.Tensor           # [M] codes of vocab.EDGE_TYPES
     edge_len: torch.Tensor            # [M] number of meaningful edge-feature entries (kernel numel)
+    edge_part: torch.Tensor           # [M] which chunk of a split edge (0 unless split, see ``edge_width``)
     x_src: torch.Tensor               # [N * Fn] column of the extended weight vector for each node slot
     e_src: torch.Tensor               # [M * Fe] same for edge slots (see ``extend``)
     constants: torch.Tensor           # values appended to the weight vector by ``extend`` (after a 0)
@@ -82,29 +85,57 @@ class _Builder(OpRules):
             self.apply(op)
         nodes = self._node_attrs()
         n = nodes.node_type.numel()
-        src, dst, edge_type, edge_len = (_cat(self.edges, i) for i in range(4))
+        # concatenate the records field by field, freeing each as soon as it is copied (networks with
+        # tens of millions of edges: the records and their concatenation must not coexist)
+        edge_index = torch.empty(2, self.n_edges, dtype=torch.long)
+        for i in range(2):
+            if self.n_edges:
+                torch.cat([r[i] for r in self.edges], out=edge_index[i])
+            # keep each record's length (as field 0) for the per-record type and length below
+            self.edges = [(r[0], None, r[2], r[3]) if i else (r[0].numel(), r[1], r[2], r[3]) for r in self.edges]
+        edge_type = _per_edge(self.edges, 2)
+        edge_len = _per_edge(self.edges, 3)
+        self.edges = []
         for ids, width in self.widths:
             edge_len[ids] = torch.maximum(edge_len[ids], torch.tensor(width))
-        fe = max(int(edge_len.max()) if edge_len.numel() else 1, 1)
-        e_edge, e_slot, e_cols = (_cat(self.e_place, i) for i in range(3))
+        e_edge = _cat(self.e_place, 0)
+        e_slot = _cat(self.e_place, 1)
+        self.e_place = [(r[0].numel(), None, r[2]) for r in self.e_place]
+        e_cols = _cat(self.e_place, 2)
+        self.e_place = []
+        c_edge, c_slot, c_val = _cat(self.consts, 0), _cat(self.consts, 1), _cat(self.consts, 2, torch.float64)
+        self.consts = []
+        fe = edge_width(edge_len)
+        if edge_len.numel() and fe < int(edge_len.max()):                # split the long edges in chunks
+            chunks = (edge_len.clamp_min(1) + fe - 1) // fe
+            first = cumsum(chunks)[:-1]
+            owner = _owner(first, int(first[-1] + chunks[-1]))              # [M'] the edge each chunk splits
+            e_edge, e_slot = _split(first, e_edge, e_slot, fe)
+            c_edge, c_slot = _split(first, c_edge, c_slot, fe)
+            edge_index, edge_type = edge_index.index_select(1, owner), edge_type.index_select(0, owner)
+            edge_part = torch.arange(owner.numel()).sub_(first.index_select(0, owner))
+            edge_len = edge_len.index_select(0, owner).sub_(edge_part * fe).clamp_(1, fe)
+            del chunks, first, owner
+        else:
+            edge_part = torch.zeros(edge_index.shape[1], dtype=torch.long)
         x_node, x_slot, x_cols = (_cat(self.x_place, i) for i in range(3))
         fn = max(int(x_slot.max()) + 1 if x_slot.numel() else 1, 1)
         e_pos, x_pos = e_edge * fe + e_slot, x_node * fn + x_slot
+        del e_edge, e_slot
         placed = torch.zeros(self.num_weights, dtype=torch.bool)
         inv_x_cols, inv_x_pos = _first(x_cols, x_pos, placed)
         inv_e_cols, inv_e_pos = _first(e_cols, e_pos, placed)
         # the extended vector: weights (columns < P), a zero (column P), the distinct constants
         p = self.num_weights
-        c_edge, c_slot, c_val = _cat(self.consts, 0), _cat(self.consts, 1), _cat(self.consts, 2, torch.float64)
         constants, which = torch.unique(c_val, return_inverse=True)
-        e_src = torch.full((src.numel() * fe,), p, dtype=torch.long)
+        e_src = torch.full((edge_index.shape[1] * fe,), p, dtype=torch.long)
         e_src[c_edge * fe + c_slot] = p + 1 + which
         e_src[e_pos] = e_cols
         x_src = torch.full((n * fn,), p, dtype=torch.long)
         x_src[x_pos] = x_cols
         return GraphPlan(
             num_nodes=n, node_dim=fn, edge_dim=fe, nodes=nodes,
-            edge_index=torch.stack([src, dst]), edge_type=edge_type, edge_len=edge_len,
+            edge_index=edge_index, edge_type=edge_type, edge_len=edge_len, edge_part=edge_part,
             x_src=x_src, e_src=e_src, constants=constants, extra_cols=(~placed).nonzero().flatten(),
             inv_x_cols=inv_x_cols, inv_x_pos=inv_x_pos, inv_e_cols=inv_e_cols, inv_e_pos=inv_e_pos,
             site_offset=self.site_offset, head_nodes=tuple(self.head_nodes), num_weights=p,
@@ -147,9 +178,63 @@ class _Builder(OpRules):
         return NodeAttrs(node_type=node_type, layer=layer, node_pos=node_pos, activation=activation, site=site_of)
 
 
+# Edge features are padded to the widest edge unless that costs more than SPLIT_FACTOR times the
+# weights on edges and more than SPLIT_MIN_SLOTS slots: then long edges are split (see ``edge_width``).
+SPLIT_FACTOR = 4
+SPLIT_MIN_SLOTS = 1 << 20
+
+
+def edge_width(edge_len: torch.Tensor) -> int:
+    """The edge-feature width ``Fe`` of a graph whose edges hold ``edge_len`` entries each.
+
+    The widest edge, when padding every edge to it stays within ``SPLIT_FACTOR`` x the entries it
+    holds (or within ``SPLIT_MIN_SLOTS`` slots): small-kernel networks keep one edge per neuron pair.
+    Otherwise the widest length ``W`` among the edges' lengths whose padded size
+    ``sum(ceil(len / W)) * W`` stays within that bound (``W = 1``, one edge per weight, always does):
+    an edge longer than ``W`` becomes ``ceil(len / W)`` parallel edges of ``W`` consecutive entries,
+    numbered by ``edge_part``. Memory then grows with the number of weights, not edges x the largest
+    kernel (a 7x7 stem, a 16x16 patch embedding)."""
+    if edge_len.numel() == 0:
+        return 1
+    counts = torch.bincount(edge_len.clamp_min(1))                       # [max_len + 1]
+    lengths = counts.nonzero().flatten()
+    total = int((lengths * counts[lengths]).sum())
+    bound = max(SPLIT_FACTOR * total, SPLIT_MIN_SLOTS)
+    for w in sorted(lengths.tolist(), reverse=True):
+        if int((counts[lengths] * ((lengths + w - 1) // w)).sum()) * w <= bound:
+            return max(w, 1)
+    return 1
+
+
+def _owner(first: torch.Tensor, total: int) -> torch.Tensor:
+    """``[total]``: for each chunk, the index of the edge whose chunks start at ``first`` (sorted);
+    a cumulative sum of start markers (``repeat_interleave`` is several times slower here)."""
+    mark = torch.zeros(total, dtype=torch.long)
+    mark.index_add_(0, first[1:], torch.ones(first.numel() - 1, dtype=torch.long))
+    return mark.cumsum_(0)
+
+
+def _split(first: torch.Tensor, edge: torch.Tensor, slot: torch.Tensor, fe: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(edge, slot) placements -> (chunk edge, slot within the chunk) for chunks of ``fe`` entries."""
+    if fe == 1:
+        return first.index_select(0, edge).add_(slot), torch.zeros_like(slot)
+    return first.index_select(0, edge).add_(torch.div(slot, fe, rounding_mode="floor")), slot.remainder(fe)
+
+
+def _per_edge(records: list[tuple], i: int) -> torch.Tensor:
+    """A per-edge field of the edge records (an int for the whole record, or a tensor)."""
+    return _cat(records, i)
+
+
 def _cat(records: list[tuple], i: int, dtype: torch.dtype = torch.long) -> torch.Tensor:
-    """Field ``i`` of the recorded tuples, concatenated (empty when nothing was recorded)."""
-    return torch.cat([r[i] for r in records]) if records else torch.zeros(0, dtype=dtype)
+    """Field ``i`` of the recorded tuples, concatenated (empty when nothing was recorded). A field may
+    be an int shared by the record's entries; the record's length is then its field 0 (a tensor, or
+    already the length as an int)."""
+    def length(r):
+        return r[0] if isinstance(r[0], int) else r[0].numel()
+
+    parts = [r[i] if torch.is_tensor(r[i]) else torch.full((length(r),), r[i], dtype=dtype) for r in records]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)
 
 
 def _first(cols: torch.Tensor, pos: torch.Tensor, placed: torch.Tensor):
@@ -159,7 +244,12 @@ def _first(cols: torch.Tensor, pos: torch.Tensor, placed: torch.Tensor):
     rank = torch.arange(cols.numel())
     first = torch.full((placed.numel(),), cols.numel(), dtype=torch.long)
     first.scatter_reduce_(0, cols, rank, reduce="amin")
-    keep = (first[cols] == rank) & ~placed[cols]
-    placed[cols[keep]] = True
-    return cols[keep], pos[keep]
+    keep = first.index_select(0, cols).eq_(rank).logical_and_(placed.index_select(0, cols).logical_not_())
+    del rank, first
+    if bool(keep.all()):                                  # every placement is the first of its column
+        placed.index_fill_(0, cols, True)
+        return cols, pos
+    cols, pos = cols[keep], pos[keep]
+    placed.index_fill_(0, cols, True)
+    return cols, pos
 

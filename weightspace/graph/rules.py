@@ -15,7 +15,7 @@ from ..spec.spec import WeightSpaceSpec
 from ..spec.types import Op, ParamUse, SiteView
 from .vocab import EDGE, NODE
 
-Placement = tuple[torch.Tensor, torch.Tensor, torch.Tensor]   # (edge or node id, slot, weight column / value)
+Placement = tuple[torch.Tensor, torch.Tensor | int, torch.Tensor]   # (edge or node id, slot, column / value)
 
 
 class OpRules:
@@ -30,7 +30,7 @@ class OpRules:
         self.site_offset = cumsum(sizes)[:-1]                # first node of each site
         self.n_site_nodes = int(sizes.sum())
         self.extra_nodes: list[tuple[int, int, int]] = []    # (count, node type, layer)
-        self.edges: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # src, dst, type, len
+        self.edges: list[tuple[torch.Tensor, torch.Tensor, int, int | torch.Tensor]] = []  # src, dst, type, len
         self.n_edges = 0
         self.e_place: list[Placement] = []                   # edge id, slot, column
         self.x_place: list[Placement] = []                   # node id, slot, column
@@ -71,20 +71,31 @@ class OpRules:
         return self.site_offset[site] + neuron
 
     def add_edges(self, src: torch.Tensor, dst: torch.Tensor, kind: str, length) -> torch.Tensor:
+        """Edges ``src[i] -> dst[i]`` of one kind; ``length``: meaningful feature entries (one int for
+        all, or one per edge). Type and a shared length are kept as scalars until the plan is
+        assembled (a few bytes per edge less on networks with tens of millions of edges)."""
         src, dst = src.reshape(-1), dst.reshape(-1)
         n = src.numel()
         ids = torch.arange(self.n_edges, self.n_edges + n)
-        length = torch.as_tensor(length, dtype=torch.long).expand(n).clone()
-        self.edges.append((src, dst, torch.full((n,), EDGE[kind], dtype=torch.long), length))
+        if not isinstance(length, int):
+            length = torch.as_tensor(length, dtype=torch.long)
+            length = int(length) if length.dim() == 0 else length.expand(n).clone()
+        self.edges.append((src, dst, EDGE[kind], length))
         self.n_edges += n
         return ids
 
     def add_unique_edges(self, src: torch.Tensor, dst: torch.Tensor, kind: str, length) -> torch.Tensor:
         """Edges between site neurons for (src, dst) pairs that may repeat (a layer reading flattened
         conv features has many weights per pair): one edge per distinct pair, in (dst, src) order.
-        Returns the edge id of every given pair."""
+        Returns the edge id of every given pair. Pairs already distinct and in that order (a plain
+        linear or conv layer) skip the sort."""
         stride = self.n_site_nodes + 1
-        uniq, inverse = torch.unique(dst * stride + src, return_inverse=True)
+        src, dst = src.reshape(-1), dst.reshape(-1)
+        key = dst * stride + src
+        if key.numel() < 2 or bool((key[1:] > key[:-1]).all()):
+            del key
+            return self.add_edges(src, dst, kind, length)
+        uniq, inverse = torch.unique(key, return_inverse=True)
         return self.add_edges(uniq % stride, uniq // stride, kind, length)[inverse]
 
     def const(self, edge_ids: torch.Tensor, value) -> None:
@@ -98,6 +109,8 @@ class OpRules:
     @staticmethod
     def view_entries(view: SiteView, entries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Entries of an op's input axis -> (neuron of the site, position within the neuron)."""
+        if view.inner == 1 and view.outer == 1:              # one entry per neuron: no index arithmetic
+            return entries + view.start, torch.zeros_like(entries)
         li = view.length * view.inner
         neuron = view.start + (entries % li) // view.inner
         pos = (entries // li) * view.inner + entries % view.inner
@@ -157,8 +170,12 @@ class OpRules:
             ids = self.add_unique_edges(self.node(view.site, neuron), self.node(out, out_n.reshape(-1)), kind,
                                         view.inner * view.outer * k)
             edge = ids[:, None].expand(-1, k)
-            slot = pos[:, None] * k + torch.arange(k)
-            self.e_place.append((edge.reshape(-1), slot.reshape(-1), c.reshape(-1, k).reshape(-1)))
+            if k == 1 and view.inner == 1 and view.outer == 1:      # one weight per edge, in slot 0
+                slot = 0
+            else:
+                slot = (pos[:, None] * k + torch.arange(k)).reshape(-1)
+            del pos, neuron
+            self.e_place.append((edge.reshape(-1), slot, c.reshape(-1, k).reshape(-1)))
         if b is not None:
             n_out = self.flow.site(out).size
             neuron, slot, c = self.neuron_values(_as_neuron(b), n_out, None)

@@ -5,6 +5,7 @@ from .residual import ResidualCNN
 from .resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet20, resnet_bottleneck
 from .siren import SIREN
 from .transformer import TinyTransformer
+from .trees import SoftTreeEnsemble
 
 __all__ = ["mlp", "SIREN", "VGG", "SmallCNN", "ResNet", "BasicBlock", "Bottleneck", "resnet20", "resnet18",
-           "resnet_bottleneck", "TinyTransformer", "ResidualCNN"]
+           "resnet_bottleneck", "TinyTransformer", "ResidualCNN", "SoftTreeEnsemble"]

@@ -42,4 +42,6 @@ def format_spec(spec) -> str:
             kinds = [k for k, on in (("positive", s.positive), ("sign", s.sign)) if on]
             rows.append([s.name, str(s.size), s.group or "-", " and ".join(kinds)])
         lines += _table(rows)
+    if getattr(spec, "notes", ()):
+        lines += ["", "notes:"] + [f"  - {n}" for n in spec.notes]
     return "\n".join(lines)

@@ -43,4 +43,4 @@ def spec_from_dict(d: Mapping) -> WeightSpaceSpec:
                        tuple((k, _tuples(v)) for k, v in o["attrs"]))
                     for o in f["ops"])
         flow = Dataflow(sites, ops)
-    return WeightSpaceSpec(params, groups, scalings, flow)
+    return WeightSpaceSpec(params, groups, scalings, flow, tuple(d.get("notes", ())))

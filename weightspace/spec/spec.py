@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -31,6 +31,8 @@ class WeightSpaceSpec:
     groups: tuple[GroupSpec, ...]
     scalings: tuple[ScalingSpec, ...] = ()
     dataflow: Dataflow | None = None
+    # sentences from the tracer: which outputs were traced, which op removed which symmetry and why
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     # ------------------------------------------------------------------------------ construction
     @classmethod
@@ -41,7 +43,14 @@ class WeightSpaceSpec:
 
         An op whose effect on the symmetry cannot be reasoned about raises
         :class:`~weightspace.spec.errors.UnsupportedOpError` naming the node, the op and the module.
+
+        A module defining ``weight_space_spec()`` (a spec written by hand, e.g. a soft tree ensemble)
+        gets that spec instead, checked the same way (:mod:`weightspace.symmetry.module_spec`).
         """
+        if callable(getattr(module, "weight_space_spec", None)):
+            from ..symmetry.module_spec import spec_from_hook
+
+            return spec_from_hook(module, example_inputs, check=check)
         from .trace import trace_module
 
         return trace_module(module, example_inputs, leaf_modules=leaf_modules, check=check)
@@ -218,7 +227,8 @@ class WeightSpaceSpec:
         return {"version": 1, "params": [asdict(p) for p in self.params],
                 "groups": [asdict(g) for g in self.groups],
                 "scalings": [asdict(s) for s in self.scalings],
-                "dataflow": asdict(self.dataflow) if self.dataflow is not None else None}
+                "dataflow": asdict(self.dataflow) if self.dataflow is not None else None,
+                "notes": list(self.notes)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())

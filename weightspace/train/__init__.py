@@ -7,7 +7,8 @@
   ``nfn-np``, ``nfn-hnp``, ``nggnn``, ``ngt``, ``gmn``, ``scalegmn``);
 * :func:`train` / :func:`evaluate` (:mod:`.trainer`): the loop, checkpoints, metrics and plots.
 """
-from .config import TrainConfig, augmentations
+from .config import PRECISIONS, TrainConfig, augmentations
+from .distributed import Ranks
 from .data import TaskData, load_task_data, read_targets
 from .editing import delta_scales, dilation_targets, editing_task, render_siren
 from .metrics import accuracy, kendall_tau, mse, r2_score
@@ -20,4 +21,4 @@ __all__ = ["TrainConfig", "augmentations", "TaskData", "load_task_data", "read_t
            "mse", "r2_score", "MODELS", "build_model", "model_names", "register_model", "TASKS", "Task",
            "classification", "regression", "get_task", "evaluate", "lr_at", "predict_split", "train", "STATNN_STATS",
            "StatNN", "fit_statnn", "statnn_feature_names", "statnn_features"]
-__all__ += ["dilation_targets", "editing_task", "render_siren", "delta_scales"]
+__all__ += ["PRECISIONS", "Ranks", "dilation_targets", "editing_task", "render_siren", "delta_scales"]

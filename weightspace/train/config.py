@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import UsageError
 
-__all__ = ["TrainConfig", "augmentations"]
+__all__ = ["TrainConfig", "augmentations", "PRECISIONS"]
+
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,9 @@ class TrainConfig:
     metric (0: off); ``augment``: transform names (see :func:`augmentations`); ``train_size``: use only
     the first N networks of the training split (small-zoo studies, quick runs); ``targets``: a file
     with one target per network instead of the zoo's record; ``seed``: initialization, data order,
-    augmentation and dropout."""
+    augmentation and dropout; ``precision``: ``fp32`` (default) or ``bf16`` (forward and loss under
+    bfloat16 autocast: faster on GPUs with bf16 units, usually slower on CPUs; weights, optimizer and
+    gradients stay float32)."""
 
     task: str
     zoo: str
@@ -38,6 +42,7 @@ class TrainConfig:
     targets: str | None = None
     seed: int = 0
     eval_batch_size: int = 256
+    precision: str = "fp32"
 
     def __post_init__(self):
         object.__setattr__(self, "augment", tuple(self.augment))
@@ -59,6 +64,8 @@ class TrainConfig:
                                  f"got {v!r}", _opt(name))
         if not isinstance(self.model_options, dict):
             raise UsageError("model options must be a JSON object such as '{\"hidden\": 32}'", "--model-options")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}", "--precision")
         augmentations(self.augment)                      # names and values checked now, not mid-run
 
     def to_json(self) -> str:

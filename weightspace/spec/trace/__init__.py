@@ -37,10 +37,11 @@ def trace_module(module: torch.nn.Module, example_inputs: Any, leaf_modules: tup
     module.eval()
     try:
         with torch.no_grad():
-            graph = ConcreteTracer(leaf_types=tuple(leaf_modules)).trace_concrete(module, inputs, kwargs)
+            tracer = ConcreteTracer(leaf_types=tuple(leaf_modules))
+            graph = tracer.trace_concrete(module, inputs, kwargs)
             state = TraceState(module)
             interpret(graph, state)
-            spec = extract(state)
+            spec = extract(state, tracer.output_note)
         if check and state.random_draws:
             node, op, path = state.random_draws[0]
             raise UnsupportedOpError(node, op, path, RANDOM_DRAW_REASON)

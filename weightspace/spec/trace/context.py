@@ -25,6 +25,7 @@ from ..errors import UnsupportedOpError
 from ..types import OpKind
 from ..vocab import ALL, NONE, POSITIVE, SIGN
 from . import structure as S
+from .composite import note_elementwise
 from .labels import ATensor, Feat, InputDim, Space, Uniform, resolve, unify, unify_aligned
 from .state import RawOp, RawParamUse, RawScale, TraceState
 
@@ -198,6 +199,17 @@ class RuleContext:
         if isinstance(label, Feat):
             self.guard(lambda: S.fix(resolve(label)))
 
+    def pin(self, label, why: str) -> None:
+        """Fix ``label`` (a :class:`Feat` or a structure variable) on purpose, saying why: the
+        reason, the op and its module become a note of the spec (:mod:`.notes`)."""
+        if not isinstance(label, (Feat, S.Var)):
+            return  # positions: nothing to pin
+        var = self.resolve(label) if isinstance(label, Feat) else label
+        where = f" in {self.path}" if self.path else ""
+        self.state.pins.append((list(S.leaves(var)), f"{qualified_op(self.node, self.opname)}{where}: {why}",
+                                False))
+        self.guard(S.fix, var)
+
     def spread(self, label, n: int) -> None:
         """A dim of size 1 labelled ``label`` is broadcast to ``n`` positions (binary ops, ``expand``,
         ``repeat``, batched ``matmul``). Its one entry is copied to positions that do not move with
@@ -338,6 +350,7 @@ class RuleContext:
             self.record(OpKind.ACTIVATION, [x.held], site, attrs={"op": opname})
             y = x.like(y.value, self.remap(x.dims, x.held, site), held=Feat(site, 0, site.size))
             self.absorb(x)
+        note_elementwise(self.state, x.held, x.value, y.held)
         y.held.space.activations.append((y.held.start, y.held.start + y.held.length, opname))
         self.restrict(y.held, kinds)
         return y

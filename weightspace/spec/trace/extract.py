@@ -11,6 +11,7 @@ from ..types import (Dataflow, GroupSpec, Op, ParamSpec, ParamUse, ScaleAction, 
 from ..vocab import ACTIVATION_NAMES, parse_activation
 from . import structure as S
 from .labels import Feat
+from .notes import trace_notes
 from .state import TraceState
 
 
@@ -110,6 +111,11 @@ def _restrict_products(state: TraceState) -> None:
             stack.extend(v.children)
         elif v.state == "wreath":
             if v.shared and not S.is_trivial(v.outer) and not S.is_trivial(v.inner):
+                state.pins.append((list(S.leaves(v.inner)), "blocks that move together with one within-block "
+                                   "order shared by all blocks (a Kronecker product: the input channels of a "
+                                   "grouped convolution, or q / k heads that must match elementwise) cannot be "
+                                   "laid out; the blocks stay permutable and the within-block order is pinned",
+                                   False))
                 S.fix(v.inner)
             stack.extend([v.outer, v.inner])
 
@@ -145,7 +151,7 @@ def _diag_var(sc) -> S.Var:
     return sc.site.space.diag_at(sc.site.start, sc.site.length)
 
 
-def extract(state: TraceState) -> WeightSpaceSpec:
+def extract(state: TraceState, output_note: str | None = None) -> WeightSpaceSpec:
     _reconcile_shared_params(state)
     _restrict_products(state)
     namer = _Namer()
@@ -170,6 +176,9 @@ def extract(state: TraceState) -> WeightSpaceSpec:
     scalings, actions = _scalings(state, namer)
     # --- groups: order of first appearance, activation from the sites
     activation: dict[str, str] = {}
+    for space, start, stop, label in state.composites:  # named composites first (composite.py)
+        for g in _groups_in(sites[space.site_id].layout, start, stop):
+            activation.setdefault(g, label)
     for s, site in zip(state.sites, sites):
         for start, stop, label in s.activations:
             base, _ = parse_activation(label)
@@ -187,7 +196,8 @@ def extract(state: TraceState) -> WeightSpaceSpec:
         params.append(ParamSpec(name, tuple(t.shape), layouts[canon], state.role[name],
                                 tuple(actions.get(canon, ())), str(t.dtype).replace("torch.", "")))
     ops = tuple(_freeze_op(op, state) for op in state.ops)
-    return WeightSpaceSpec(tuple(params), tuple(groups), tuple(scalings), Dataflow(tuple(sites), ops))
+    return WeightSpaceSpec(tuple(params), tuple(groups), tuple(scalings), Dataflow(tuple(sites), ops),
+                           trace_notes(state, output_note))
 
 
 def _groups_in(layout, start: int, stop: int) -> list[str]:

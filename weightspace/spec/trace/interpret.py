@@ -127,6 +127,13 @@ def mark_outputs(state: TraceState, out: Any) -> None:
     """Output neurons cannot move and their values cannot be rescaled."""
     for t in iter_tensors(out):
         for d in t.dims:
+            if isinstance(d, Feat) and d.space.is_site:
+                try:
+                    var = d.space.var_at(d.start, d.length)
+                except S.StructureError:
+                    var = d.space.var
+                state.pins.append((list(S.leaves(var)), f"the output features of '{d.space.name}' "
+                                   f"({d.length}) are fixed: a caller reads them by position", True))
             if isinstance(d, Feat):
                 try:
                     S.fix(d.space.var_at(d.start, d.length))

@@ -76,6 +76,7 @@ class Feat:
     path: tuple[Step, ...] = ()
     inner: int = 1
     outer: int = 1
+    copies: bool = False  # the ``inner`` repeats hold one value (expand + reshape, repeat_interleave)
 
     @property
     def core(self) -> int:
@@ -134,14 +135,17 @@ def tile(var: S.Var, outer: int) -> S.Var:
     return S.make_shared(w)
 
 
-def blocks(var: S.Var, inner: int) -> S.Var:
-    """``var`` moves blocks of ``inner`` consecutive entries whole; returns the block variable."""
+def blocks(var: S.Var, inner: int, copies: bool = False) -> S.Var:
+    """``var`` moves blocks of ``inner`` consecutive entries whole; returns the block variable. The
+    order inside a block is pinned, unless the other side holds ``copies`` of one value there
+    (grouped-query keys repeated per query head): then each block stays free inside."""
     if inner == 1:
         return var
     w = S.split(var, var.size // inner, inner)
     if w.state != "wreath":
         raise S.StructureError("flattened features meet features pinned by an earlier slice")
-    S.fix(w.inner)
+    if not copies:
+        S.fix(w.inner)
     return w.outer
 
 
@@ -165,14 +169,18 @@ def _unify_feats(a: Feat, b: Feat) -> None:
         return
     if a.size != b.size:
         raise S.StructureError(f"axes of sizes {a.size} and {b.size} cannot be aligned")
-    if b.plain and not a.plain:
+    if _unrepeated(b) and not _unrepeated(a):
         a, b = b, a
-    if a.plain:
+    if _unrepeated(a):  # a plain or head axis meets a repeated / tiled one (grouped-query k / v)
         v = tile(resolve(a), b.outer)
-        v = blocks(v, b.inner)
-        S.unify(v, resolve(replace(b, inner=1, outer=1)))
+        v = blocks(v, b.inner, b.copies)
+        S.unify(v, resolve(replace(b, inner=1, outer=1, copies=False)))
         return
     raise S.StructureError("two differently flattened feature axes meet")
+
+
+def _unrepeated(f: Feat) -> bool:
+    return f.inner == f.outer == 1 and (not f.path or f.path[-1][0] == "o")
 
 
 def unify_aligned(pairs: list[tuple[Label, Label]]) -> None:

@@ -5,13 +5,16 @@ e.g. ``numpy.random`` in forward): that is said as such, not as an internal erro
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 
 from ..errors import TraceError
+from .outputs import traced_output
 
 
 def _tensors(x):
+    x = traced_output(x)[0]
     if isinstance(x, torch.Tensor):
         return [x]
     if isinstance(x, (tuple, list)):
@@ -24,13 +27,17 @@ def _tensors(x):
 def self_check(module: torch.nn.Module, spec, inputs: tuple, kwargs: dict, tol: float = 1e-3) -> None:
     from ...symmetry import flip_sign, permute, random_permutation, random_scaling, random_sign_flip, scale
 
-    original = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    current = module.state_dict()
+    # state-dict metadata (per-module versions) goes back in with every load: some modules'
+    # _load_from_state_dict reads it (torchvision's MnasNet refuses a state dict without it)
+    meta = getattr(current, "_metadata", None)
+    original = _with_metadata({k: v.detach().clone() for k, v in current.items()}, meta)
     if not any(v.is_floating_point() for v in original.values()):
         return
     g = torch.Generator().manual_seed(1234)
     moved = permute(original, spec, random_permutation(spec, generator=g))
     moved = scale(moved, spec, random_scaling(spec, generator=g, low=0.8, high=1.25))
-    moved = flip_sign(moved, spec, random_sign_flip(spec, generator=g))
+    moved = _with_metadata(flip_sign(moved, spec, random_sign_flip(spec, generator=g)), meta)
     with torch.no_grad():
         before = _tensors(module(*inputs, **kwargs))
         again = _tensors(module(*inputs, **kwargs))
@@ -48,6 +55,13 @@ def self_check(module: torch.nn.Module, spec, inputs: tuple, kwargs: dict, tol: 
         raise TraceError(f"internal error: the traced spec of {type(module).__name__} does not preserve its "
                          f"function (relative output change {err:.2e} under a random group element). "
                          "Please report this; meanwhile pass check=False or build the spec by hand.")
+
+
+def _with_metadata(sd: dict, meta) -> dict:
+    out = OrderedDict(sd)
+    if meta is not None:
+        out._metadata = meta
+    return out
 
 
 def _worst(before: list, after: list) -> float:

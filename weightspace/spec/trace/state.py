@@ -74,6 +74,11 @@ class TraceState:
         self.on_value = None  # a callback seeing every traced tensor (site_activations)
         # (node, op, module path) of every op drawing random numbers in forward (rules/creation.py)
         self.random_draws: list[tuple[str, str, str | None]] = []
+        # elementwise provenance (composite.py): site -> (root site, root values); named composites
+        self.roots: dict[int, tuple[Space, torch.Tensor]] = {}
+        self.composites: list[tuple[Space, int, int, str]] = []
+        # (group variable, sentence) for every symmetry an op removed on purpose, for spec.notes
+        self.pins: list[tuple[S.Var, str]] = []
 
     # --------------------------------------------------------------------------------- names
     def unique(self, name: str) -> str:

@@ -9,6 +9,7 @@ control flow on tensor *values* still fails, as it must: no spec can be drawn fo
 from __future__ import annotations
 
 import inspect
+import types
 from typing import Any, NoReturn
 
 import torch
@@ -16,6 +17,7 @@ import torch.fx as fx
 from torch.fx.node import map_aggregate
 
 from ..errors import TraceError, UnsupportedOpError
+from .outputs import traced_output
 from .patches import traced_patches
 
 _SHAPE_METHODS = frozenset({"size", "dim", "numel", "nelement", "ndimension", "is_floating_point",
@@ -75,9 +77,11 @@ class ConcreteProxy(fx.Proxy):
         return super().__iter__()
 
     def __setitem__(self, key, value) -> None:
-        self._refuse("item assignment x[...] = v (Tensor.__setitem__)",
-                     "writing into a traced tensor in place cannot be followed; build the new tensor instead "
-                     "(torch.where(mask, v, x), x.masked_fill(mask, v), or torch.cat of the pieces)")
+        """``x[key] = v`` is recorded as a new value of ``x`` (:func:`assigned`, out of place) and this
+        proxy is rebound to it, so later uses see the write. Its rule accepts constants only (masks
+        filled slice by slice, as Swin's shifted-window mask is) and refuses features."""
+        new = self.tracer.create_proxy("call_function", assigned, (self, key, value), {})
+        self.node = new.node
 
     def _refuse(self, op: str, reason: str) -> NoReturn:
         """An operation on this proxy that no rule can see (it never becomes a graph node): name the
@@ -90,6 +94,17 @@ class ConcreteProxy(fx.Proxy):
 
     def __index__(self) -> int:
         raise TraceError(_value_flow(self.node))
+
+
+def assigned(x: torch.Tensor, key, value) -> torch.Tensor:
+    """``x`` with ``x[key] = value`` applied, out of place (how the tracer records item assignment)."""
+    out = x.clone()
+    out[key] = value
+    return out
+
+
+SETITEM_REFUSAL = ("writing into a traced tensor in place cannot be followed; build the new tensor instead "
+                   "(torch.where(mask, v, x), x.masked_fill(mask, v), or torch.cat of the pieces)")
 
 
 # attribute -> the op named in the error: ways a traced tensor's values leave torch
@@ -113,6 +128,15 @@ def _structured(proxy: fx.Proxy, value: Any):
         except TypeError:
             return tuple(items)
     return type(value)(items)
+
+
+def _inlinable(target) -> bool:
+    """Python functions outside torch with no rule of their own (see ``ConcreteTracer._inline``)."""
+    module = target.__module__ or "" if isinstance(target, types.FunctionType) else "torch"
+    if module == "torch" or module.startswith("torch."):
+        return False
+    from .context import RULES, TARGET_RULES, _key
+    return _key(target) not in TARGET_RULES and target.__name__ not in RULES
 
 
 def _value_flow(node: fx.Node) -> str:
@@ -169,8 +193,30 @@ class ConcreteTracer(fx.Tracer):
             return getattr(vals[0], target)(*vals[1:], **_concrete(self.create_arg(kwargs)))
         if kind == "call_function" and target in _SHAPE_FUNCTIONS:
             return target(*_concrete(self.create_arg(args)), **_concrete(self.create_arg(kwargs)))
+        if kind == "call_function" and _inlinable(target):
+            inlined = self._inline(target, args, kwargs)
+            if inlined is not None:
+                return inlined
         proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
         return _structured(proxy, proxy.node.meta.get("val")) if kind != "placeholder" else proxy
+
+    def _inline(self, fn, args, kwargs):
+        """A plain Python function that a library marked as an fx leaf (``torch.fx.wrap``: torchvision's
+        Swin attention and relative position bias, for instance) is traced through, so the rules see
+        the torch ops inside; it stays one opaque node (needing a rule) when its body cannot be traced
+        (data-dependent control flow) or does not return one tensor."""
+        before = list(self.graph.nodes)
+        try:
+            out = fn(*args, **kwargs)
+        except TraceError:
+            out = None
+        if isinstance(out, fx.Proxy):
+            return out
+        keep = set(before)
+        for node in reversed(list(self.graph.nodes)):
+            if node not in keep and not node.users:
+                self.graph.erase_node(node)
+        return None
 
     def create_node(self, kind, target, args, kwargs, name=None, type_expr=None) -> fx.Node:
         node = super().create_node(kind, target, args, kwargs, name, type_expr)
@@ -217,20 +263,58 @@ class ConcreteTracer(fx.Tracer):
 
     # --------------------------------------------------------------------------- entry point
     def trace_concrete(self, root: torch.nn.Module, inputs: tuple, kwargs: dict) -> fx.Graph:
+        """Trace ``root(*inputs, **kwargs)`` as a user calls it: one placeholder per tensor input
+        (keyword inputs and ``**kwargs`` too), every other input baked in, omitted arguments left to
+        the forward's own defaults (decorated forwards included); the output is reduced to the
+        tensors a spec is about (:mod:`.outputs`), with ``self.output_note`` saying which."""
         sig = inspect.signature(root.forward)
-        bound = sig.bind_partial(*inputs, **kwargs)
-        self._inputs = dict(bound.arguments)
-        concrete_args = {}
+        try:
+            bound = sig.bind_partial(*inputs, **kwargs)
+        except TypeError as e:
+            raise TraceError(f"the example inputs do not fit {type(root).__name__}.forward{sig}: {e}. Pass a "
+                             "tensor, a tuple of positional inputs, or a dict of keyword inputs") from None
         for pname, p in sig.parameters.items():
-            if pname in self._inputs or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                continue
-            if p.default is inspect.Parameter.empty:
+            if pname not in bound.arguments and p.default is inspect.Parameter.empty and \
+                    p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 raise TraceError(f"example inputs give no value for argument '{pname}' of "
                                  f"{type(root).__name__}.forward")
-            concrete_args[pname] = p.default
-        for pname, v in self._inputs.items():
-            if not isinstance(v, torch.Tensor):
-                concrete_args[pname] = v  # non-tensor inputs are baked in
-        self._inputs.update(concrete_args)
+        self._call = (sig, bound)
+        self.output_note = None
         with traced_patches(self):
-            return self.trace(root, concrete_args=concrete_args or None)
+            return self.trace(root)
+
+    def create_args_for_root(self, root_fn, is_module, concrete_args=None):
+        """Placeholders for the tensor inputs only, then the forward called exactly as the user
+        called it (fx's own signature handling cannot follow ``**kwargs`` or decorated forwards)."""
+        sig, bound = self._call
+        self._inputs = {}
+
+        def placeholder(name: str, value: Any) -> Any:
+            if not isinstance(value, torch.Tensor):
+                return value  # non-tensor inputs are baked in
+            name = name if name not in self._inputs else f"{name}_{len(self._inputs)}"
+            self._inputs[name] = value
+            return self.create_proxy("placeholder", name, (), {})
+
+        args, kw, gap = [], {}, False
+        for pname, p in sig.parameters.items():
+            if pname not in bound.arguments:
+                gap = gap or p.kind != p.VAR_POSITIONAL  # later arguments go by keyword
+                continue
+            value, kind = bound.arguments[pname], p.kind
+            if kind == inspect.Parameter.VAR_POSITIONAL:
+                args.extend(placeholder(f"{pname}_{i}", v) for i, v in enumerate(value))
+            elif kind == inspect.Parameter.VAR_KEYWORD:
+                kw.update({k: placeholder(k, v) for k, v in value.items()})
+            elif kind == inspect.Parameter.POSITIONAL_ONLY:
+                args.append(placeholder(pname, value))
+            elif kind == inspect.Parameter.KEYWORD_ONLY or gap:
+                kw[pname] = placeholder(pname, value)
+            else:
+                args.append(placeholder(pname, value))
+
+        def call(module, *_):
+            out, self.output_note = traced_output(root_fn(module, *args, **kw))
+            return out
+
+        return call, [self.root]

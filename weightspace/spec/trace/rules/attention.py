@@ -9,7 +9,9 @@ import operator
 import torch
 import torch.nn.functional as F
 
-from ..context import ATensor, RuleContext, rule
+from .. import structure as S
+from ..context import ATensor, Feat, RuleContext, Uniform, rule
+from .grouped import WHY, grouped_output, is_grouped
 from .linear import attention_output
 
 
@@ -21,24 +23,81 @@ def _sdpa(ctx: RuleContext, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=Fa
     for name, t in (("query", q), ("key", k), ("value", v)):
         if not isinstance(t, ATensor) or t.held is None:
             ctx.fail(f"attention whose {name} is not the output of a parameterized layer")
-    nq, nk = q.value.dim(), k.value.dim()
-    if q.shape[:-2] != k.shape[:-2] or k.shape[:-2] != v.shape[:-2]:
-        if enable_gqa:
-            ctx.fail("grouped-query attention (different numbers of query and key heads)")
+    nq = q.value.dim()
+    if enable_gqa and nq >= 3 and q.shape[-3] != k.shape[-3]:
+        return _grouped_query(ctx, q, k, v, attn_mask, is_causal, scale)
     nb = nq - 2
     pairs_qk = [(q.dims[i], k.dims[i]) for i in range(nb) if q.shape[i] == k.shape[i]]
     pairs_qk.append((q.dims[-1], k.dims[-1]))
     ctx.unify_aligned(pairs_qk)
     ctx.unify_aligned([(q.dims[i], v.dims[i]) for i in range(nb) if q.shape[i] == v.shape[i]])
     if isinstance(attn_mask, ATensor):
-        m = attn_mask.value.dim()
-        ctx.unify_aligned([(attn_mask.dims[m - 1 - i], q.dims[nq - 2 - i] if i else k.dims[nk - 2])
-                           for i in range(min(m, 2))])
-    dims = [v.dims[i] if v.shape[i] != 1 else q.dims[i] for i in range(nb)] + [q.dims[-2], v.dims[-1]]
+        _mask(ctx, attn_mask, list(q.dims[:-1]) + [k.dims[-2]], list(q.shape[:-1]) + [k.shape[-2]])
     d = q.shape[-1]
+    if nq >= 3 and is_grouped(q.dims[-3], q.shape[-3], v, v.shape[-1]):  # k / v heads repeated (repeat_kv)
+        attrs = {"causal": bool(is_causal), "scale": scale if scale is not None else 1 / math.sqrt(d),
+                 "masked": attn_mask is not None}
+        return grouped_output(ctx, (q.held, k.held), v, v.dims[-1], q.dims[-3], q.shape[-3], v.shape[-1],
+                              list(q.dims[:-3]), q.dims[-2], attrs)
+    dims = [v.dims[i] if v.shape[i] != 1 else q.dims[i] for i in range(nb)] + [q.dims[-2], v.dims[-1]]
     return attention_output(ctx, (q.held, k.held), v, dims,
                             {"causal": bool(is_causal), "scale": scale if scale is not None else 1 / math.sqrt(d),
                              "masked": attn_mask is not None})
+
+
+def _grouped_query(ctx: RuleContext, q: ATensor, k: ATensor, v: ATensor, attn_mask, is_causal, scale) -> ATensor:
+    """Grouped-query attention: ``H`` query heads in ``Hk`` groups of ``r``, group ``g`` reading key /
+    value head ``g``. Key and value heads move together, each carrying its group of query heads
+    along; query heads are free inside their group. One value head feeds ``r`` output heads, so a
+    within-head permutation would have to be the same on all of them: the within-head orders are
+    pinned (rotary embeddings pin those of q and k anyway)."""
+    H, Hk, d = q.shape[-3], k.shape[-3], q.shape[-1]
+    if H % Hk or v.shape[-3] != Hk:
+        ctx.fail(f"grouped-query attention with {H} query heads and {Hk} key / {v.shape[-3]} value heads")
+    nb = q.value.dim() - 3
+    ctx.unify_aligned([(q.dims[i], k.dims[i]) for i in range(nb) if q.shape[i] == k.shape[i]] +
+                      [(k.dims[i], v.dims[i]) for i in range(nb) if k.shape[i] == v.shape[i]])
+    for lab in (q.dims[-1], k.dims[-1]):
+        ctx.pin(lab, WHY)
+    kv_heads = _heads(ctx, k.dims[-3], Hk)
+    ctx.guard(S.unify, kv_heads, _heads(ctx, v.dims[-3], Hk))
+    groups = ctx.guard(S.split, ctx.resolve(q.dims[-3]), Hk, H // Hk)
+    ctx.guard(S.unify, groups.outer if groups.state == "wreath" else S.fixed(Hk), kv_heads)
+    if attn_mask is not None and isinstance(attn_mask, ATensor):
+        _mask(ctx, attn_mask, list(q.dims[:-1]) + [k.dims[-2]], list(q.shape[:-1]) + [k.shape[-2]])
+    attrs = {"causal": bool(is_causal), "scale": scale if scale is not None else 1 / math.sqrt(d),
+             "masked": attn_mask is not None}
+    return grouped_output(ctx, (q.held, k.held), v, v.dims[-1], q.dims[-3], H, d, list(q.dims[:-3]), q.dims[-2],
+                          attrs)
+
+
+def _heads(ctx: RuleContext, label, n: int) -> S.Var:
+    """The variable of a head axis (a single head, or heads that are positions, are fixed)."""
+    return ctx.resolve(label) if isinstance(label, Feat) else S.fixed(n)
+
+
+def _mask(ctx: RuleContext, mask: ATensor, score_dims: list, score_shape: list) -> None:
+    """An attention mask or additive bias, broadcast against the scores ``(..., heads, Lq, Lk)``.
+
+    Its dims line up with the scores' from the right. A dim of size 1 is broadcast (a padding mask
+    shared by all heads leaves them free); a dim as long as the scores' is aligned with it, so a
+    per-head bias that is a parameter or computed from one (T5's relative position bias, a learned
+    ALiBi) permutes with the heads, one that is a constant varying over heads pins them, and one
+    the same for every head (``expand``-ed) demands nothing. Adding to logits breaks the bias's own
+    rescalings."""
+    pairs = []
+    for j in range(1, min(mask.value.dim(), len(score_dims)) + 1):
+        n, m = score_shape[-j], mask.shape[-j]
+        if n == m and isinstance(score_dims[-j], Feat) and not isinstance(mask.dims[-j], (Feat, Uniform)):
+            ctx.pin(score_dims[-j], "an attention mask / bias that differs along this axis and is not computed "
+                    "from parameters pins it (a mask the same for every head leaves the heads free)")
+        elif n == m:
+            pairs.append((mask.dims[-j], score_dims[-j]))
+        elif m == 1:
+            ctx.spread(mask.dims[-j], n)
+    ctx.unify_aligned(pairs)
+    ctx.break_diag(mask.held)
+    ctx.absorb(mask)
 
 
 @rule("multi_head_attention_forward")

@@ -13,6 +13,7 @@ import torch
 
 from ...vocab import activation_label
 from .. import structure as S
+from ..composite import note_join
 from ..context import ALL, NONE, ATensor, Feat, InputDim, OpKind, RuleContext, Uniform, rule
 from .util import is_zero
 
@@ -105,6 +106,8 @@ def binary(ctx: RuleContext, a, b, name: str, alpha=1):
     A, B = _input_as_site(ctx, A, B), _input_as_site(ctx, B, A)
     pairs, dims, nd = broadcast(ctx, A, B)
     ra, rb = _role(A), _role(B)
+    if "scores" in (ra, rb) and {ra, rb} & {"site", "param"} and name in ("add", "sub"):
+        return _biased_scores(ctx, A, B, pairs, dims, nd)
     if ra == "site" and rb == "site":
         return _join(ctx, A, B, pairs, dims, name, alpha)
     if "site" in (ra, rb):
@@ -124,6 +127,21 @@ def binary(ctx: RuleContext, a, b, name: str, alpha=1):
     ctx.unify_aligned(pairs)
     attn = A.attn or B.attn
     return ATensor(ctx.out, dims, attn=attn)
+
+
+def _biased_scores(ctx: RuleContext, A: ATensor, B: ATensor, pairs, dims, nd: int) -> ATensor:
+    """Attention logits plus a bias computed from parameters (T5's relative position bias, a
+    learned ALiBi, Swin's bias table): aligned dims unify, so a per-head bias permutes with the
+    heads; the result is still the logits of the same (q, k) pair. The bias's own rescalings break
+    (it is added inside a softmax)."""
+    scores, bias = (A, B) if A.attn is not None else (B, A)
+    ctx.unify_aligned(pairs)
+    ctx.break_diag(bias.held)
+    ctx.absorb(bias)
+    pad = nd - scores.value.dim()
+    out = [scores.dims[k - pad] if k >= pad and scores.shape[k - pad] == ctx.out.shape[k] else dims[k]
+           for k in range(nd)]
+    return ATensor(ctx.out, out, attn=scores.attn)
 
 
 def _input_as_site(ctx: RuleContext, c: ATensor, x: ATensor) -> ATensor:
@@ -193,6 +211,7 @@ def _join(ctx: RuleContext, A: ATensor, B: ATensor, pairs, dims, name: str, alph
         ctx.record(OpKind.MUL, [ha, hb], site, attrs={"op": name})
     else:
         ctx.fail(f"'{name}' of two hidden activations")
+    note_join(ctx.state, ha, hb, site, name, ctx.out)
     ctx.absorb(A, B)
     out = ctx.remap(ctx.remap(dims, ha, site), hb, site)
     return ATensor(ctx.out, out, held=Feat(site, 0, site.size))

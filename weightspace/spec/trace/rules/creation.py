@@ -71,6 +71,34 @@ def _dropout(ctx: RuleContext, x, *args, **kwargs):
     return x.like(ctx.out) if isinstance(ctx.out, torch.Tensor) else ctx.out
 
 
+@rule("assigned")
+def _assigned(ctx: RuleContext, x, key, value):
+    """Item assignment ``x[key] = v`` (recorded out of place by the tracer): fine on constants and
+    inputs, refused on anything that carries features, parameters or a site's values."""
+    from ...errors import UnsupportedOpError
+    from ..tracer import SETITEM_REFUSAL
+    for t in (x, value):
+        if isinstance(t, ATensor) and (t.has_features or t.held is not None or t.param is not None or t.attn):
+            target = ctx.node.args[0]  # name the tensor written into, as the user wrote it
+            raise UnsupportedOpError(getattr(target, "name", ctx.node.name),
+                                     "item assignment x[...] = v (Tensor.__setitem__)", ctx.path or None,
+                                     SETITEM_REFUSAL)
+    return ATensor(ctx.out, [None] * ctx.out.dim())
+
+
+@rule("stochastic_depth")
+def _stochastic_depth(ctx: RuleContext, x, p=0.5, mode="row", training=True):
+    """``torchvision.ops.stochastic_depth`` (EfficientNet, ConvNeXt, Swin): each sample's residual
+    branch is kept (and rescaled) or dropped whole. The identity in eval mode, in which specs are
+    traced; a random draw when training with ``p > 0``, and even then one factor per sample, which
+    every neuron permutation commutes with."""
+    if training and p:
+        ctx.random_draw()
+    if not isinstance(x, ATensor):
+        return ctx.out
+    return x.like(ctx.out) if isinstance(ctx.out, torch.Tensor) else ctx.out
+
+
 @rule(*POSITIONAL)
 def _positional(ctx: RuleContext, *args, **kwargs):
     for a in list(args) + list(kwargs.values()):

@@ -49,6 +49,8 @@ class _Indexer:
         self.keep[d] = False
         if not isinstance(lab, Feat):
             return
+        if self._within_heads(d):
+            return
         if lab.path:
             step, a, b = lab.path[-1]
             if step != "o" or len(lab.path) != 1 or lab.inner != 1 or lab.outer != 1:
@@ -69,6 +71,23 @@ class _Indexer:
         if self.held is not None and self.held.space is lab.space:
             self.held = Feat(lab.space, entry, 1)
 
+    def _within_heads(self, d: int) -> bool:
+        """Part of the within-head axis (the same entries of every head: rotary embeddings rotate
+        the two halves of each head, GPT-NeoX rotates only a leading part). The op then treats each
+        within-head position differently, so the within-head order is pinned (for every head alike);
+        whole heads still move. The part's positions carry no symmetry (label None: whatever it meets
+        is pinned); its values are still the site's (rearranged inside each head, as a rotation
+        recombines them), so it stays held, and the site's rescalings break (the halves are mixed)."""
+        lab = self.dims[d]
+        if not (isinstance(lab, Feat) and lab.path and lab.path[-1][0] == "i" and lab.inner == lab.outer == 1):
+            return False
+        self.ctx.pin(lab, "a slice of the within-head features (rotary embeddings rotate parts of each head) "
+                     "pins the within-head order; whole heads still move")
+        self.dims[d] = None
+        if self.held is not None and self.held.space is lab.space:
+            self.ctx.break_diag(self.held)
+        return True
+
     def slice(self, d: int, sl: slice) -> None:
         ctx, lab = self.ctx, self.dims[d]
         size = self.x.shape[d]
@@ -79,6 +98,8 @@ class _Indexer:
         if not isinstance(lab, Feat):
             self.dims[d] = (Uniform(n) if isinstance(lab, Uniform) else
                             InputDim(lab.key + ("slice", start, stop, step), n) if isinstance(lab, InputDim) else None)
+            return
+        if self._within_heads(d):
             return
         if not lab.plain:
             ctx.fail("slicing a split or flattened feature axis")
@@ -128,7 +149,11 @@ def _getitem(ctx: RuleContext, x, idx):
         if isinstance(it, ATensor) or isinstance(it, torch.Tensor) or isinstance(it, (list,)):
             advanced = True
             lab = x.dims[d]
-            if isinstance(lab, Feat):
+            if isinstance(lab, Feat) and lab.space.kind == "param" and x.held is None:
+                # rows of a parameter gathered by an index tensor (a relative position bias table):
+                # the rows are looked up by position, so that axis is pinned; its other axes stay
+                ctx.fix(lab)
+            elif isinstance(lab, Feat):
                 ctx.fail("indexing hidden features with a tensor")
             ix.keep[d] = False
             dims_out.append(("adv",))

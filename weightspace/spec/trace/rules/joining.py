@@ -9,6 +9,7 @@ import torch
 from ...vocab import ALL, NONE
 from .. import structure as S
 from ..context import ATensor, Feat, InputDim, OpKind, RuleContext, Uniform, rule
+from ..labels import Space
 from .util import is_zero, norm_dim
 
 
@@ -26,6 +27,8 @@ def _cat(ctx: RuleContext, tensors, dim=0, **kwargs):
     others = _merged_other_dims(ts, d)
     if any(isinstance(t.dims[d], Feat) and t.dims[d].space.is_site for t in ts):
         return _cat_features(ctx, ts, d, others)
+    if all(t.held is None and t.attn is None for t in ts) and any(_param_axis(t.dims[d]) for t in ts):
+        return _cat_parameters(ctx, ts, d, others)
     for t in ts:
         ctx.fix(t.dims[d])  # parameters joined along positions: those axes are positions too
     return _join_positions(ctx, ts, others, d, new_dim=False)
@@ -87,6 +90,33 @@ def _cat_features(ctx: RuleContext, ts: list[ATensor], d: int, others: list) -> 
     dims = list(others)
     dims[d] = Feat(site, 0, site.size)
     return ATensor(ctx.out, dims, held=Feat(site, 0, site.size))
+
+
+def _param_axis(lab) -> bool:
+    return isinstance(lab, Feat) and lab.space.kind == "param" and lab.plain
+
+
+def _cat_parameters(ctx: RuleContext, ts: list[ATensor], d: int, others: list) -> ATensor:
+    """Parameters (and constants) joined along one of their axes, e.g. a fused qkv bias built as
+    ``cat(q_bias, zeros, v_bias)`` (timm's EVA / BEiT): the result's axis is the parameter axes one
+    after another, so whatever later meets it (the fused projection's output) permutes each piece
+    with its parameter. A constant piece demands nothing where it is the same everywhere (zeros) and
+    is pinned otherwise."""
+    pieces = []
+    for t in ts:
+        lab, n = t.dims[d], t.shape[d]
+        if _param_axis(lab):
+            pieces.append(ctx.guard(lab.space.var_at, lab.start, lab.length))
+        elif isinstance(lab, Uniform) or n == 1 and t.param is None:
+            pieces.append(S.leaf(n, origin="param"))
+        else:
+            ctx.fix(lab)
+            pieces.append(S.fixed(n))
+    var = S.concat(pieces)
+    space = Space(var.size, var, kind="param", name=f"{ctx.name}.cat")
+    dims = list(others)
+    dims[d] = Feat(space, 0, var.size)
+    return ATensor(ctx.out, dims)
 
 
 def _join_positions(ctx: RuleContext, ts: list[ATensor], others: list, d: int, new_dim: bool) -> ATensor:

@@ -7,6 +7,7 @@ import string
 
 from .. import structure as S
 from ..context import ATensor, Feat, OpKind, RuleContext, Uniform, rule
+from .grouped import grouped_output, is_grouped
 from .util import arg
 
 
@@ -338,7 +339,13 @@ def _activation_contraction(ctx: RuleContext, X: ATensor, lx: str, Y: ATensor, l
     if probs is not None and values.held is not None:
         lp, lv = (lx, ly) if probs is X else (ly, lx)
         ctx.unify_aligned(_pairs(ctx, X, lx, Y, ly, batch))
-        return attention_output(ctx, probs.attn, values, _out_labels(X, lx, Y, ly, lo, prefer=values.held))
+        dims = _out_labels(X, lx, Y, ly, lo, prefer=values.held)
+        if len(lo) >= 3 and lo[-3] in lp and lo[-1] in lv:  # key / value heads repeated (grouped-query)
+            q_heads, heads, head_dim = probs.dims[lp.index(lo[-3])], ctx.out.shape[-3], ctx.out.shape[-1]
+            if is_grouped(q_heads, heads, values, head_dim):
+                return grouped_output(ctx, probs.attn, values, values.dims[lv.index(lo[-1])], q_heads, heads,
+                                      head_dim, dims[:-3], dims[-2], {})
+        return attention_output(ctx, probs.attn, values, dims)
     holders = [t for t in (X, Y) if t.held is not None]
     if len(holders) == 2:
         ctx.fail("a product of two hidden activations that is not attention")

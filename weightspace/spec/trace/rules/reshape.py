@@ -59,11 +59,31 @@ def merge_labels(ctx: RuleContext, labs: list, sizes: list[int]):
     outer, inner = math.prod(sizes[:k0]), math.prod(sizes[k1 + 1:])
     if len(feats) == 1:
         f = labs[k0]
-        return replace(f, outer=f.outer * outer, inner=f.inner * inner)
+        copies = inner > 1 and (f.inner == 1 or f.copies) and all(isinstance(lab, Uniform) for lab in labs[k1 + 1:])
+        return replace(f, outer=f.outer * outer, inner=f.inner * inner, copies=copies)
     if len(feats) == 2 and k1 == k0 + 1 and _is_outer_of(labs[k0], labs[k1]) and labs[k1].inner == labs[k1].outer == 1:
         f = labs[k1]
         return Feat(f.space, f.start, f.length, f.path[:-1], inner=inner, outer=outer)
-    ctx.fail("a reshape merges two different feature axes into one")
+    if _axes_of_one_parameter(labs, feats):
+        # a weight flattened across its axes (weight standardization: (out, in, kh, kw) -> (out, in*kh*kw)):
+        # the first axis keeps its symmetry, each of its entries owning the following axes' entries,
+        # which are pinned (kernel positions, as convolutions leave them)
+        for k in feats[1:]:
+            ctx.fix(labs[k])
+        f = labs[k0]
+        return replace(f, outer=f.outer * outer, inner=f.inner * math.prod(sizes[k0 + 1:]))
+    ctx.fail("a reshape merges two different feature axes into one (as a channel shuffle does, or a "
+             "weight flattened across its input and kernel axes); no permutation layout describes the result")
+
+
+def _axes_of_one_parameter(labs: list, feats: list[int]) -> bool:
+    """Consecutive whole axes of one raw parameter, in order."""
+    fs = [labs[k] for k in feats]
+    if feats != list(range(feats[0], feats[-1] + 1)) or not all(
+            f.space.kind == "param" and f.plain and f.start == 0 and f.length == f.space.size for f in fs):
+        return False
+    return len({f.space.param for f in fs}) == 1 and [f.space.axis for f in fs] == list(
+        range(fs[0].space.axis, fs[0].space.axis + len(fs)))
 
 
 def split_label(ctx: RuleContext, f, sizes: list[int]) -> list:
@@ -90,7 +110,8 @@ def split_label(ctx: RuleContext, f, sizes: list[int]) -> list:
     base = Feat(f.space, f.start, f.length, f.path)
     labels: list = [None] * len(sizes)
     if k0 == k1:
-        labels[k0] = replace(base, outer=n_outer // left, inner=n_inner // right)
+        labels[k0] = replace(base, outer=n_outer // left, inner=n_inner // right,
+                             copies=f.copies and n_inner // right > 1)
         return labels
     if left != n_outer or right != n_inner:
         ctx.fail("a reshape splits features and mixes them with other axes")
@@ -216,7 +237,8 @@ def _repeat_interleave(ctx: RuleContext, x, repeats=None, dim=None, **kwargs):
     d = norm_dim(dim, x.value.dim())
     dims = list(x.dims)
     lab = dims[d]
-    dims[d] = replace(lab, inner=lab.inner * repeats) if isinstance(lab, Feat) else None
+    dims[d] = (replace(lab, inner=lab.inner * repeats, copies=lab.inner == 1 or lab.copies)
+               if isinstance(lab, Feat) else None)
     return x.like(ctx.out, dims, param=None)
 
 
