@@ -30,7 +30,9 @@ from weightspace.optim.meta_train import meta_train
 from weightspace.optim.plot import plot_curves, plot_meta_losses
 from weightspace.optim.tasks import digits_family
 
-MODELS = {"per-parameter": {"hidden": 32, "layers": 2}, "unf": {"channels": (16, 16)}}
+MODELS = {"per-parameter": {"hidden": 32, "layers": 2}, "unf": {"channels": (16, 16)}, "nfn": {"channels": (16, 16)},
+          "gmn": {"hidden": 32, "layers": 2}}
+DEFAULT_MODELS = ("per-parameter", "unf")
 
 
 def main() -> None:
@@ -42,9 +44,9 @@ def main() -> None:
     ap.add_argument("--unroll", type=int, default=10)
     ap.add_argument("--tasks", type=int, default=4)
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"comma-separated, from {sorted(MODELS)}")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--form", choices=("add", "scale"), default="add",
+    ap.add_argument("--form", choices=("add", "scale"), default="scale",
                     help="the rule's form: Adam plus a learned term, or Adam with a learned per-entry scale")
     ap.add_argument("--no-step-features", action="store_true",
                     help="leave out the step-count encodings (a stationary rule: nothing is out of range past K)")

@@ -99,12 +99,31 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_one(name: str, matching: bool, reference: bool) -> dict:
+def _graph_columns(row: dict, spec, sd: dict) -> None:
+    """Graph build time, peak memory, edges, width, the padded reference and the round trip."""
+    import weightspace as ws
+    from weightspace.graph.plan import graph_plan
+
+    base = _rss_mb()
+    exact_peak = _reset_peak()
+    t, c = time.perf_counter(), time.process_time()
+    plan = graph_plan(spec)
+    graph = ws.to_graph(sd, spec)
+    row["graph_s"], row["graph_cpu"] = time.perf_counter() - t, time.process_time() - c
+    row["graph_peak_mb"] = (_peak_mb() - base) if exact_peak else float("nan")
+    row["edges_m"], row["edge_dim"] = plan.num_edges / 1e6, plan.edge_dim
+    widest = int((plan.edge_part * plan.edge_dim + plan.edge_len).max()) if plan.num_edges else 1
+    row["padded_gb"] = int((plan.edge_part == 0).sum()) * widest * 8 / 1e9    # one edge per neuron pair, padded
+    back = ws.from_graph(graph, spec)
+    row["round_trip"] = all(torch.equal(back[k][0], sd[k]) for k in spec.names)
+    del graph, back
+
+
+def run_one(name: str, matching: bool, reference: bool, max_graph_weights: float = 120e6) -> dict:
     """One model's measurements (run in a subprocess)."""
     torch.set_num_threads(1)
     import weightspace as ws
     from weightspace.align import _tree, weight_matching
-    from weightspace.graph.plan import graph_plan
 
     row: dict = {"model": name}
     try:
@@ -126,19 +145,10 @@ def run_one(name: str, matching: bool, reference: bool) -> dict:
     row["in_group"] = sum(spec[n].numel for n in names if spec.axis_actions(n)) / max(total, 1)
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     del model
-    base = _rss_mb()
-    exact_peak = _reset_peak()
-    t, c = time.perf_counter(), time.process_time()
-    plan = graph_plan(spec)
-    graph = ws.to_graph(sd, spec)
-    row["graph_s"], row["graph_cpu"] = time.perf_counter() - t, time.process_time() - c
-    row["graph_peak_mb"] = (_peak_mb() - base) if exact_peak else float("nan")
-    row["edges_m"], row["edge_dim"] = plan.num_edges / 1e6, plan.edge_dim
-    widest = int((plan.edge_part * plan.edge_dim + plan.edge_len).max()) if plan.num_edges else 1
-    row["padded_gb"] = int((plan.edge_part == 0).sum()) * widest * 8 / 1e9    # one edge per neuron pair, padded
-    back = ws.from_graph(graph, spec)
-    row["round_trip"] = all(torch.equal(back[k][0], sd[k]) for k in spec.names)
-    del graph, back
+    if total > max_graph_weights:
+        row["graph_skipped"] = f"graph skipped: {total / 1e6:.0f}M weights > --max-graph-weights"
+    else:
+        _graph_columns(row, spec, sd)
     if matching:
         b = ws.permute(sd, spec, ws.random_permutation(spec, generator=torch.Generator().manual_seed(0)))
         runs = [("match", None)] + ([("match_ref", 10**12)] if reference else [])
@@ -162,9 +172,12 @@ def _fmt(row: dict, reference: bool) -> tuple[str, ...]:
         return (row["model"], f"{row.get('params_m', float('nan')):.1f}", row["error"]) + ("",) * (10 + reference)
     ok = lambda v: "exact" if v else "WRONG"  # noqa: E731
     cells = [row["model"], f"{row['params_m']:.1f}", f"{row['trace_s']:.1f}", str(row["groups"]),
-             f"{100 * row['in_group']:.0f}%", f"{row['edges_m']:.1f}", str(row["edge_dim"]),
-             f"{row['graph_s']:.1f} ({row['graph_cpu']:.1f})",
-             f"{row['graph_peak_mb'] / 1024:.2f}", f"{row['padded_gb']:.2f}", ok(row["round_trip"])]
+             f"{100 * row['in_group']:.0f}%"]
+    if "graph_skipped" in row:
+        cells += [row["graph_skipped"]] + [""] * 5
+    else:
+        cells += [f"{row['edges_m']:.1f}", str(row["edge_dim"]), f"{row['graph_s']:.1f} ({row['graph_cpu']:.1f})",
+                  f"{row['graph_peak_mb'] / 1024:.2f}", f"{row['padded_gb']:.2f}", ok(row["round_trip"])]
     if "match_s" in row:
         cells += [f"{row['match_s']:.1f} ({row['match_cpu']:.1f})", ok(row["match_exact"])]
     else:
@@ -180,10 +193,12 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--reference", action="store_true", help="also time weight matching with scipy for every LAP")
     ap.add_argument("--skip-matching", action="store_true")
+    ap.add_argument("--max-graph-weights", type=float, default=120e6,
+                    help="skip the graph of larger models (about 110 bytes per weight at peak today)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print("ROW " + json.dumps(run_one(args.one, not args.skip_matching, args.reference)))
+        print("ROW " + json.dumps(run_one(args.one, not args.skip_matching, args.reference, args.max_graph_weights)))
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _table import print_table
@@ -191,7 +206,7 @@ def main() -> None:
     rows = []
     for name in args.models:
         cmd = [sys.executable, __file__, "--one", name] + (["--reference"] if args.reference else []) \
-            + (["--skip-matching"] if args.skip_matching else [])
+            + (["--skip-matching"] if args.skip_matching else []) + ["--max-graph-weights", str(args.max_graph_weights)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")), None)
         row = json.loads(line[4:]) if line else {"model": name, "error": f"crashed: {proc.stderr.strip()[-150:]}"}

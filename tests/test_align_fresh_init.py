@@ -5,16 +5,23 @@ tell neurons apart, and a descent that trusted them first locked residual stream
 orders (MobileNet v2 stopped in seed-dependent local optima). Here a MobileNet-v2-like network
 (inverted residual blocks, depthwise convolutions, fresh BatchNorm, bias-free convolutions, a zero
 classifier bias, torchvision's initialization) is aligned to a permuted copy of itself: recovery must
-be exact for every seed, reaching the objective's upper bound ``|A| |B|``.
+be exact for every seed, reaching the objective's upper bound ``|A| |B|``. The first assignments of
+such a descent see rank-one costs (biases only), which the LAP solver takes by sorting: its exact
+shortcuts are checked against scipy here too.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 import weightspace as ws
 from weightspace.align import weight_matching
+from weightspace.align._tree import lap
 
 torch.set_num_threads(1)
 
@@ -87,3 +94,28 @@ def test_fresh_mobilenet_v2_like_is_recovered_exactly(seed):
     assert all(torch.equal(aligned[k], a[k]) for k in a), f"seed {seed}: objective {info['objective']}"
     start, end = info["objective"]
     assert end > start and end == pytest.approx(info["bound"], rel=1e-9)
+
+
+# ---------------------------------------------------------------- the exact shortcuts of the LAP solver
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(32, 90), st.sampled_from(["random", "rank_one", "near_perm", "zeros"]))
+def test_lap_shortcuts_match_scipy(seed, n, kind):
+    """``lap`` (strict row maxima / rank-one shortcuts, else scipy) reaches scipy's optimal value on
+    every kind of cost, and the same assignment where the optimum is unique."""
+    rng = np.random.default_rng(seed)
+    if kind == "random":
+        m = rng.standard_normal((n, n))
+    elif kind == "rank_one":                       # a bias-only cost: u_i * v_j
+        m = np.outer(rng.standard_normal(n), rng.standard_normal(n))
+    elif kind == "near_perm":                      # B close to a permuted A
+        m = 0.01 * rng.standard_normal((n, n))
+        m[np.arange(n), rng.permutation(n)] += 1.0
+    else:
+        m = np.zeros((n, n))
+    cols = lap(m)
+    assert sorted(cols.tolist()) == list(range(n))
+    rows, ref = linear_sum_assignment(m, maximize=True)
+    best = m[rows, ref].sum()
+    assert m[np.arange(n), cols].sum() == pytest.approx(best, rel=1e-12, abs=1e-12)
+    if kind in ("rank_one", "near_perm"):           # unique optimum (distinct u, v / a clear permutation)
+        assert np.array_equal(cols, ref)

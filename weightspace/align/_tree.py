@@ -85,7 +85,9 @@ def _rank_one(m: np.ndarray) -> np.ndarray | None:
     if pivot == 0 or not np.isfinite(pivot):
         return None
     u, v = m[:, j], m[i, :] / pivot
-    if np.abs(np.outer(u, v) - m).max() > 1e-12 * abs(pivot):
+    tol = 1e-12 * abs(pivot)
+    r = (i + 1) % m.shape[0]                    # one other row first: most costs fail here, in O(n)
+    if np.abs(u[r] * v - m[r]).max() > tol or np.abs(np.outer(u, v) - m).max() > tol:
         return None
     out = np.empty(m.shape[0], dtype=np.int64)
     out[np.argsort(u, kind="stable")] = np.argsort(v, kind="stable")

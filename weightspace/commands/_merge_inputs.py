@@ -62,7 +62,7 @@ def check_arguments(args) -> None:
     if needs_data and args.data is None:
         extra = " with --reset-bn/--repair" if args.reset_bn or args.repair else ""
         raise UsageError(f"--method {m}{extra} runs the networks on data", "--data")
-    if args.data is None and args.input_shape is None:
+    if args.data is None and args.input_shape is None and not args.model.startswith("hf:"):
         raise UsageError("give --data or --input-shape so the model can be traced", "--input-shape")
     if args.plot:
         if m not in ALIGN or args.data is None:
@@ -156,10 +156,13 @@ def build_model(model: str, kwargs_text: str) -> torch.nn.Module:
 
 
 def load_states(paths: list[str]) -> list[dict[str, torch.Tensor]]:
-    """Load each checkpoint as data; one holding NaN or Inf is refused naming the file and tensor."""
+    """Load each checkpoint as data (a file, or a Hugging Face ``save_pretrained`` folder); one holding
+    NaN or Inf is refused naming the file and tensor."""
+    from ._hf import load_folder
+
     states = []
     for path in paths:
-        state = load_checkpoint(path)
+        state = load_folder(path) if Path(path).is_dir() else load_checkpoint(path)
         check_finite(state, path)
         states.append(state)
     return states

@@ -5,9 +5,15 @@
 
 Checkpoints are loaded as data only (safetensors, or torch files with weights_only=True). The model
 factory builds the architecture (MODULE:FACTORY, called with --model-kwargs); it is traced once to
-get the weight-space spec that every method reads. With --data holding targets, the loss and
-accuracy along the linear path are printed before and after alignment (the barrier table) and
---plot draws them.
+get the weight-space spec that every method reads.
+
+Hugging Face fine-tunes: --model hf:FOLDER builds the architecture from a model folder's config.json
+(random weights, nothing downloaded), and each checkpoint may be a folder written by save_pretrained
+(tied weights stored once are filled back); token ids are made up for tracing:
+  weightspace merge ft-a/ ft-b/ --base base/ --model hf:base/ --method ties --out m.safetensors
+
+With --data holding targets, the loss and accuracy along the linear path are printed before and
+after alignment (the barrier table) and --plot draws them.
 
 Methods for two networks (B is aligned to A, then (1 - alpha) A + alpha B is written):
   naive               no alignment: plain interpolation
@@ -54,7 +60,8 @@ HELP = "align and merge checkpoints (Git Re-Basin, REPAIR, TIES, DARE, ...) and 
 
 def add_arguments(p):
     p.add_argument("checkpoints", nargs="+", help="checkpoints to merge (.safetensors or torch files)")
-    p.add_argument("--model", required=True, help="MODULE:FACTORY building the architecture")
+    p.add_argument("--model", required=True, help="MODULE:FACTORY building the architecture, or hf:FOLDER (a Hugging "
+                   "Face model folder: the architecture from its config.json)")
     p.add_argument("--model-kwargs", default="{}", help="JSON keyword arguments for the factory")
     p.add_argument("--method", default="weight-matching", choices=ALIGN + MANY + TASK, help="see above")
     p.add_argument("--out", required=True, help="where to write the merged checkpoint")
@@ -85,13 +92,17 @@ def run(args) -> int:
     from ..spec import WeightSpaceSpec
     from ..symmetry import act
     from ..symmetry.extended import symmetry_records
+    from . import _hf
     from . import _merge_inputs as inputs
 
     inputs.check_arguments(args)
     weights = inputs.parse_weights(args)
-    model = inputs.build_model(args.model, args.model_kwargs)
+    hf = _hf.is_hf(args.model)
+    model = _hf.build_hf_model(args.model) if hf else inputs.build_model(args.model, args.model_kwargs)
     paths = args.checkpoints + ([args.base] if args.base else [])
     loaded = inputs.load_states(paths)
+    if hf:
+        loaded = [_hf.fill_tied(st, model) for st in loaded]
     data = inputs.load_data(args.data)
 
     dtype = inputs.compute_dtype(model, loaded)
@@ -101,6 +112,8 @@ def run(args) -> int:
     if data is not None:                                       # floating inputs and targets in the compute dtype
         data = tuple(t.to(dtype) if t is not None and t.is_floating_point() else t for t in data)
         example = data[0][:2]
+    elif hf and args.input_shape is None:
+        example = _hf.example_input(model, dtype, args.seed)
     else:
         shape = inputs.parse_input_shape(args.input_shape)
         example = torch.randn(*shape, generator=torch.Generator().manual_seed(args.seed), dtype=dtype)

@@ -87,12 +87,12 @@ def _batch_uniform(space: WeightSpace) -> dict[str, torch.Tensor]:
     x, e, extra = features_by_copy(plan, space) if can_copy(space) else _features(plan, space.flatten())
     offsets = torch.arange(b) * n
     out = {"x": x.reshape(b * n, plan.node_dim), "edge_attr": e.reshape(b * m, plan.edge_dim),
-           "edge_index": (plan.edge_index.unsqueeze(1) + offsets.view(1, b, 1)).reshape(2, b * m),
+           "edge_index": (plan.edge_index.unsqueeze(1) + offsets.view(1, b, 1)).reshape(2, b * m).long(),
            "extra": extra, "buffers": _buffers(space, plan)}
     for a in NODE_ATTRS:
         out[a] = getattr(plan.nodes, a).repeat(b)
-    for a in EDGE_ATTRS:
-        out[a] = getattr(plan, a).repeat(b)
+    for a in EDGE_ATTRS:       # int64 in graphs (the plan may store int32): converted while tiled
+        out[a] = torch.empty(b, m, dtype=torch.long).copy_(getattr(plan, a).expand(b, -1)).reshape(-1)
     out["_counts"] = (torch.full((b,), n), torch.full((b,), m))
     return out
 

@@ -36,6 +36,9 @@ class NodeAttrs:
 
 @dataclass(frozen=True, eq=False)
 class GraphPlan:
+    """Where every weight goes in a spec's graph. The per-edge tensors (``edge_index``, ``edge_type``,
+    ``edge_len``, ``edge_part``) are stored as int32 where their values fit; graphs carry int64."""
+
     num_nodes: int
     node_dim: int                     # Fn: width of node features
     edge_dim: int                     # Fe: width of edge features (kernels zero-padded or split)
@@ -135,7 +138,8 @@ class _Builder(OpRules):
         x_src[x_pos] = x_cols
         return GraphPlan(
             num_nodes=n, node_dim=fn, edge_dim=fe, nodes=nodes,
-            edge_index=edge_index, edge_type=edge_type, edge_len=edge_len, edge_part=edge_part,
+            edge_index=_compact(edge_index), edge_type=_compact(edge_type), edge_len=_compact(edge_len),
+            edge_part=_compact(edge_part),
             x_src=x_src, e_src=e_src, constants=constants, extra_cols=(~placed).nonzero().flatten(),
             inv_x_cols=inv_x_cols, inv_x_pos=inv_x_pos, inv_e_cols=inv_e_cols, inv_e_pos=inv_e_pos,
             site_offset=self.site_offset, head_nodes=tuple(self.head_nodes), num_weights=p,
@@ -204,6 +208,14 @@ def edge_width(edge_len: torch.Tensor) -> int:
         if int((counts[lengths] * ((lengths + w - 1) // w)).sum()) * w <= bound:
             return max(w, 1)
     return 1
+
+
+def _compact(t: torch.Tensor) -> torch.Tensor:
+    """A per-edge index tensor as stored in the (cached) plan: int32 when its values fit, which halves
+    the plan of a network with tens of millions of edges; graphs get int64 copies."""
+    if t.numel() and int(t.max()) < 2**31 - 1 and int(t.min()) >= -2**31:
+        return t.to(torch.int32)
+    return t
 
 
 def _owner(first: torch.Tensor, total: int) -> torch.Tensor:

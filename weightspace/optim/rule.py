@@ -41,7 +41,7 @@ class LearnedUpdate(nn.Module):
     ``"add"`` or ``"scale"`` (module docstring)."""
 
     def __init__(self, spec: WeightSpaceSpec, meta_model: str | nn.Module = "unf", *,
-                 features: FeatureConfig | None = None, lr: float = 1e-2, mix: float = 0.1, form: str = "add",
+                 features: FeatureConfig | None = None, lr: float = 1e-2, mix: float = 0.1, form: str = "scale",
                  **options):
         super().__init__()
         if form not in ("add", "scale"):
