@@ -3,6 +3,7 @@ of group element, the spec hook of ``from_module``, and their alignment and merg
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 from hypothesis import given, settings
@@ -215,3 +216,30 @@ def test_random_ensembles_random_elements(kind, depth, trees, features, outputs,
     b = ws.act(sd, spec, g)
     assert float((out(m, b, x) - out(m, sd, x)).abs().max()) < 1e-10
     assert moved(ws.act(b, spec, ws.weight_matching(spec, sd, b)), sd) < 1e-12
+
+
+@pytest.mark.parametrize("method", ["weight-matching", "activation-matching", "merge-many"])
+def test_merge_command_on_tree_ensembles(tmp_path, method):
+    """`weightspace merge` aligns a tree ensemble with a transformed copy of itself: the merged
+    checkpoint computes the same function."""
+    from safetensors.torch import save_file
+
+    from weightspace.cli import main
+    from weightspace.io import load_checkpoint
+
+    kwargs = {"in_features": 64, "out_features": 10, "trees": 8, "depth": 2}
+    model = SoftTreeEnsemble(**kwargs).eval()
+    spec = ws.WeightSpaceSpec.from_module(model, torch.randn(4, 64))
+    a = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    b = {k: v.contiguous() for k, v in ws.act(a, spec, ws.random_element(spec, torch.Generator().manual_seed(3))).items()}
+    assert max((a[k] - b[k]).abs().max().item() for k in a) > 1e-3
+    save_file(a, tmp_path / "a.safetensors")
+    save_file(b, tmp_path / "b.safetensors")
+    rc = main(["merge", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--model",
+               "weightspace.models:SoftTreeEnsemble", "--model-kwargs", json.dumps(kwargs), "--method", method,
+               "--data", "digits", "--out", str(tmp_path / "m.safetensors")])
+    assert rc == 0
+    merged = SoftTreeEnsemble(**kwargs).eval()
+    merged.load_state_dict(load_checkpoint(tmp_path / "m.safetensors"))
+    x = torch.randn(16, 64)
+    assert torch.allclose(merged(x), model(x), atol=1e-5)
