@@ -231,7 +231,8 @@ def test_merge_command_on_tree_ensembles(tmp_path, method):
     model = SoftTreeEnsemble(**kwargs).eval()
     spec = ws.WeightSpaceSpec.from_module(model, torch.randn(4, 64))
     a = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    b = {k: v.contiguous() for k, v in ws.act(a, spec, ws.random_element(spec, torch.Generator().manual_seed(3))).items()}
+    g = ws.random_element(spec, torch.Generator().manual_seed(3))
+    b = {k: v.contiguous() for k, v in ws.act(a, spec, g).items()}
     assert max((a[k] - b[k]).abs().max().item() for k in a) > 1e-3
     save_file(a, tmp_path / "a.safetensors")
     save_file(b, tmp_path / "b.safetensors")
