@@ -75,8 +75,10 @@ def run_one(cfg: dict) -> dict:
     model = _model(cfg["model"], w.spec, cfg["equivariant"])
     labels = torch.randint(0, 10, (cfg["batch"],), generator=torch.Generator().manual_seed(0))
 
+    forward = torch.compile(model) if cfg.get("compile") else model
+
     def step():
-        out = model(w)
+        out = forward(w)
         if cfg["equivariant"]:
             loss = sum(t.square().mean() for t in out.tensors.values())
         else:
@@ -105,6 +107,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="batch 64, one timed step")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tuned-malloc", action="store_true", help="keep freed memory in glibc's heap (see above)")
+    ap.add_argument("--compile", action="store_true", help="add NG-GNN and GMN rows run through torch.compile "
+                    "(throughput after the first, compiling step)")
     ap.add_argument("--only", help="run only this model's rows (nggnn, ngt, gmn, scalegmn, unf)")
     ap.add_argument("--neural-graphs", metavar="REPO", help="checkout of mkofinas/neural-graphs: run its NG-GNN here")
     ap.add_argument("--ref-python", default=".bench-venv/bin/python",
@@ -115,7 +119,10 @@ def main() -> None:
         print(json.dumps(run_one(json.loads(args.one))))
         return
     sys.path.insert(0, os.path.dirname(__file__))
+    import torch
     from _table import print_table
+
+    torch.set_num_threads(args.threads)                # the table's header reports it
 
     batch, repeats = (64, 1) if args.quick else (256, 2)
     rows = []
@@ -128,13 +135,16 @@ def main() -> None:
         r = in_subprocess({"batch": batch, "threads": args.threads, "repeats": repeats}, args.tuned_malloc, ref_cmd)
         if r is not None:
             reference = (r["nets_per_s"], r["peak_mb"], r["params"])
-    for name, arch, equivariant, b in configs:
+    if args.compile:
+        configs[1:1] = [("nggnn", "siren", False, batch, True)]
+        configs.append(("gmn", "siren", False, batch, True))
+    for name, arch, equivariant, b, *compiled in configs:
         if args.only and name != args.only:
             continue
         cfg = {"model": name, "arch": arch, "equivariant": equivariant, "batch": b, "repeats": repeats,
-               "threads": args.threads}
+               "threads": args.threads, "compile": bool(compiled)}
         r = in_subprocess(cfg, args.tuned_malloc)
-        label = name + (" (equivariant head)" if equivariant else "")
+        label = name + (" (equivariant head)" if equivariant else "") + (" (torch.compile)" if compiled else "")
         if r is None:
             rows.append((label, arch, str(b), "failed", "", "", ""))
             continue
@@ -143,7 +153,7 @@ def main() -> None:
             ref = reference
         speedup = f"{r['nets_per_s'] / ref[0]:.1f}x" if ref else ""
         rows.append((label, arch, str(b), f"{r['nets_per_s']:.1f}", f"{r['peak_mb']:.0f}", f"{r['params']:,}", speedup))
-        if ref:
+        if ref and not compiled:
             what = "run here, same threads and allocator" if reference else "the issue's figures"
             rows.append((f"neural-graphs NG-GNN ({what})", arch, str(b), f"{ref[0]:.2f}", f"{ref[1]:.0f}",
                          f"{ref[2]:,}" if len(ref) > 2 else "", "1x"))
