@@ -50,7 +50,7 @@ _EXPORTS: dict[str, str] = {
 
 # submodules reachable as attributes without an explicit import (``weightspace.align.weight_matching``)
 _SUBMODULES = ("align", "cli", "commands", "data", "demo", "graph", "inputs", "io", "merge", "models", "space",
-               "nn", "augment", "spec", "symmetry", "testing")
+               "nn", "augment", "optim", "spec", "symmetry", "testing")
 
 __all__ = list(_EXPORTS)
 

@@ -161,7 +161,7 @@ def meta_train(family: TaskFamily, meta_model: str = "unf", *, meta_steps: int =
         losses.append(value)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(meta_loss=f"{value:.3f}", lr=f"{float(rule.log_lr.exp()):.2g}")
+            bar.set_postfix(meta_loss=f"{value:.3f}", lr=f"{float(rule.log_lr.detach().exp()):.2g}")
         if len(losses) % every == 0:
             save()
     if bar is not None:
