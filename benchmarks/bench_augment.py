@@ -118,6 +118,8 @@ def families(match: bool) -> dict[str, tuple[A.Transform | None, A.WeightMixup |
             "INR geometry (rotate, translate, scale)": (geometry, None),
             "mixup (align=none)": (None, A.WeightMixup(0.2, "none")),
             "mixup (align=permute)": (None, A.WeightMixup(0.2, "permute"))}
+    # function-reading models (probe features) see every non-symmetry change as a new image: a mild row
+    rows["noise, mild (gaussian 1%)"] = (A.RandomApply(A.GaussianNoise((0.0, 0.01)), 0.5), None)
     if match:
         rows["mixup (align=match)"] = (None, A.WeightMixup(0.2, "match"))
     rows["all combined (mixup align=permute)"] = (A.Compose([symmetry, geometry, noise]), A.WeightMixup(0.2, "permute"))

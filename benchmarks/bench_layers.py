@@ -77,6 +77,26 @@ def run_one(cfg: dict) -> dict:
     torch.set_num_threads(cfg["threads"])
     gen = torch.Generator().manual_seed(0)
     impl, mode, layers, width, batch = cfg["impl"], cfg["mode"], cfg["layers"], cfg["width"], cfg["batch"]
+    if impl == "gemm":
+        # The floor every implementation shares: the identity term's channel mixing, one [C_in, C_out]
+        # matrix on every entry of every network (forward, and backward to the coefficients and, past
+        # the first layer, to the input). Every other basis term acts on means (32x fewer rows or less).
+        entries = sum(p.numel for p in _siren_spec().params)
+        widths = [1] + [width] * layers
+        mats = [torch.randn(a, b, generator=gen, requires_grad=True) for a, b in zip(widths[:-1], widths[1:])]
+        xs = [torch.randn(batch * entries, a, generator=gen, requires_grad=i > 0) for i, a in enumerate(widths[:-1])]
+
+        def step():
+            for x, m in zip(xs, mats):
+                y = x @ m
+                y.backward(torch.ones_like(y))
+
+        class _Params(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.mats = torch.nn.ParameterList(mats)
+
+        return measure_step(step, _Params(), batch, cfg["repeats"])
     if impl == "nfn":
         model = _nfn_stack(mode, layers, width)
 
@@ -172,6 +192,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small batches, fewer repeats")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--wide-only", action="store_true", help="only the 3 x 512 rows and the channel-mixing bound")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -185,6 +206,8 @@ def main() -> None:
         print("(nfn is not installed in this environment: `make bench-layers` builds one that has it)")
     rows = []
     sizes = [(2, 16, 256, 7)] + ([] if args.quick else [(3, 512, 256, 1)])
+    if args.wide_only:
+        sizes = [(3, 512, 256, 1)]
     for layers, width, batch, repeats in sizes:
         for mode in ("np", "hnp"):
             base = {"mode": mode, "layers": layers, "width": width, "batch": batch, "repeats": repeats,
@@ -192,7 +215,10 @@ def main() -> None:
             ref = in_subprocess({**base, "impl": "nfn"}) if have_nfn else None
             ours = in_subprocess({**base, "impl": "ours"})
             rows.append((f"SIREN 2-32-32-1, {layers} x {width} ch, {mode.upper()}, batch {batch}", ours, ref))
-    for arch in ("resnet20", "transformer"):
+        if width >= 128:        # where channel mixing dominates: how far from it both implementations are
+            bound = in_subprocess({**base, "impl": "gemm"})
+            rows.append((f"  identity-term channel mixing alone, {layers} x {width}", bound, None))
+    for arch in () if args.wide_only else ("resnet20", "transformer"):
         cfg = {"impl": "ours", "mode": "unf", "layers": 2, "width": 16, "batch": 16 if args.quick else 64,
                "repeats": 2, "threads": args.threads, "arch": arch}
         rows.append((f"UNF 2 x 16 ch on {cfg['batch']} {arch} weight sets", in_subprocess(cfg), None))
@@ -207,6 +233,14 @@ def main() -> None:
         r_m = f"{ref['peak_mb']:,.0f}" if ref else "-"
         ratio = f"{ours['nets_per_s'] / ref['nets_per_s']:.2f}x" if ours and ref else "-"
         print(f"| {name:48s} | {o_s:>11s} | {o_m:>12s} | {r_s:>10s} | {r_m:>11s} | {ratio:>11s} |")
+    gemm = [r for r in rows if r[0].startswith("  identity-term") and r[1]]
+    if gemm:
+        bound = gemm[0][1]["nets_per_s"]
+        refs = [r[2]["nets_per_s"] for r in rows if "512" in r[0] and r[2]]
+        if refs:
+            print(f"\nAt {gemm[0][0].split(',')[-1].strip()}, the channel mixing alone (matrix products every "
+                  f"implementation must do) allows {bound:.1f} nets/s; 1.5x nfn would be "
+                  f"{1.5 * min(refs):.1f}-{1.5 * max(refs):.1f} nets/s.")
     res = span_check()
     if res is not None:
         print(f"\nnfn's NPLinear in the span of our NP layer: relative least-squares residual {res:.2e}")
