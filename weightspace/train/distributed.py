@@ -105,9 +105,9 @@ class Ranks:
         """``(positions, weight)``: this process's rows of a global batch of ``n`` (``rank::world``)
         and the factor ``world / n`` that turns the sum of their losses into this process's share of
         the batch mean; a process without rows gets row 0 and weight 0."""
-        mine = torch.arange(self.rank, n, self.world)
-        if len(mine) == 0:
+        if self.rank >= n:                  # a last batch smaller than the number of processes
             return torch.zeros(1, dtype=torch.long), 0.0
+        mine = torch.arange(self.rank, n, self.world)
         return mine, self.world / n
 
     def mean_over_processes(self, value: torch.Tensor) -> float:

@@ -100,10 +100,17 @@ class GraphMetanet(nn.Module):
             plans[id(w.spec)] = (w.spec, ProbePlan(*self._probe_source[:1], w.spec, self._probe_source[1]))
         return plans[id(w.spec)][1](w.detach().to(torch.float32))
 
-    def forward(self, w: Any, spec=None):
+    @torch.compiler.disable
+    def _graph(self, w: Any, spec=None):
+        """The graph (probe features attached) and the spec; index arithmetic, never compiled: under
+        ``torch.compile`` this runs eagerly and the message passing after it is compiled."""
         graph, spec = as_graph(w, spec, self.norm)
         if getattr(self, "_probe_source", None) is not None and isinstance(w, WeightSpace):
             graph.probe = self._probe(w)
+        return graph, spec
+
+    def forward(self, w: Any, spec=None):
+        graph, spec = self._graph(w, spec)
         h, e = self.embed(graph)
         out = self.head(h, e, graph)
         if self.out_features is not None or spec is None:
