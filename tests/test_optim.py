@@ -211,3 +211,25 @@ def test_curves_table_counts_steps_to_the_reference():
     assert curves.steps_to("fast", 0.01) is None
     table = curves.table()
     assert "fast" in table and "1.00x" in table
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_image_family_reads_idx_files_pooled_and_standardized(tmp_path, kind):
+    """MNIST-format files (written here) become 8x8 tasks, standardized with the training split."""
+    from test_data_images import make_idx_dataset
+
+    from weightspace.optim import image_family
+
+    parts = make_idx_dataset(tmp_path, n_train=12, n_test=4, gz=True)
+    fam = image_family("fashion-mnist", str(tmp_path), kind, widths=(8,), size=8)
+    assert fam.x.shape == ((12, 64) if kind == "mlp" else (12, 1, 8, 8))
+    assert abs(float(fam.x.mean())) < 1e-5 and abs(float(fam.x.std()) - 1) < 1e-4
+    assert fam.y.tolist() == parts["train"][1].tolist()
+    raw = F.adaptive_avg_pool2d(torch.tensor(parts["train"][0], dtype=torch.float32).unsqueeze(1) / 255, 8)
+    assert torch.allclose(fam.x.reshape(12, -1)[0, 0] * raw.std() + raw.mean(), raw[0, 0, 0, 0], atol=1e-5)
+    test = image_family("fashion-mnist", str(tmp_path), kind, widths=(8,), split="test")
+    assert len(test.y) == 4
+    module, spec = test.module(8)
+    assert module(test.x[:2]).shape == (2, 10)
+    with pytest.raises(UsageError, match="size"):
+        image_family("fashion-mnist", str(tmp_path), size=0)

@@ -14,12 +14,12 @@ from .features import FeatureConfig, build_features
 from .meta_models import META_MODELS, EquivariantUpdate, GraphUpdate, PerParameterMLP, build_meta_model, open_io_spec
 from .optimizer import LearnedOptimizer
 from .rule import LearnedUpdate
-from .tasks import TaskFamily, digits_family, make_classifier
+from .tasks import TaskFamily, digits_family, image_family, make_classifier
 from .evaluate import Curves, adam, evaluate, learned, train_curve, tune_adam
 from .meta_train import MetaTrainResult, meta_train
 from .plot import plot_curves, plot_meta_losses
 
 __all__ = ["LearnedOptimizer", "LearnedUpdate", "FeatureConfig", "build_features", "META_MODELS", "PerParameterMLP",
-           "EquivariantUpdate", "GraphUpdate", "build_meta_model", "open_io_spec", "TaskFamily", "digits_family",
+           "EquivariantUpdate", "GraphUpdate", "build_meta_model", "open_io_spec", "TaskFamily", "digits_family", "image_family",
            "make_classifier", "Curves", "adam", "learned", "train_curve", "tune_adam", "evaluate", "MetaTrainResult",
            "meta_train", "plot_curves", "plot_meta_losses"]

@@ -51,13 +51,14 @@ class TaskFamily:
     widths: tuple[int, ...] = (32,)
     depth: int = 2
     batch_size: int = 128
+    num_classes: int | None = None                # default: the largest label + 1
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         if len(self.x) != len(self.y) or len(self.y) == 0:
             raise UsageError(f"x and y must hold the same number (> 0) of examples, got {len(self.x)} and "
                              f"{len(self.y)}", "TaskFamily")
-        self.classes = int(self.y.max()) + 1
+        self.classes = self.num_classes or int(self.y.max()) + 1
 
     def module(self, width: int) -> tuple[nn.Module, WeightSpaceSpec]:
         """The template module at ``width`` (weights are placeholders) and its traced spec."""
@@ -104,4 +105,27 @@ def digits_family(kind: str = "mlp", widths: Sequence[int] = (32,), *, depth: in
 
     (xtr, ytr), (xte, yte) = digits(image=(kind == "cnn"))
     x, y = (xtr, ytr) if split == "train" else (xte, yte)
-    return TaskFamily(x, y, kind, tuple(widths), depth, batch_size)
+    return TaskFamily(x, y, kind, tuple(widths), depth, batch_size, 10)
+
+
+def image_family(source: str, root: str, kind: str = "mlp", widths: Sequence[int] = (32,), *, size: int = 8,
+                 depth: int = 2, batch_size: int = 128, split: str = "train", limit: int | None = None) -> TaskFamily:
+    """MNIST / Fashion-MNIST (IDX files under ``root``, :func:`weightspace.data.load_images`) classifiers
+    on images average-pooled to ``size x size`` (8: GradMetaNet's 8x8 Fashion-MNIST MLPs) and
+    standardized with the training split's mean and standard deviation, as the digits are;
+    ``limit``: the first N images of the split."""
+    from ..data.images import load_images
+
+    if not 1 <= size <= 28:
+        raise UsageError(f"size must be between 1 and 28, got {size}", "image_family")
+    train, _ = load_images(source, root, "train")
+    images, labels = load_images(source, root, split)
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(x.unsqueeze(1), size)
+
+    reference = pool(train[: limit or len(train)])
+    x = (pool(images) - reference.mean()) / reference.std()
+    return TaskFamily(x if kind == "cnn" else x.flatten(1), labels, kind, tuple(widths), depth, batch_size, 10)
