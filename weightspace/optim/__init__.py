@@ -20,6 +20,7 @@ from .meta_train import MetaTrainResult, meta_train
 from .plot import plot_curves, plot_meta_losses
 
 __all__ = ["LearnedOptimizer", "LearnedUpdate", "FeatureConfig", "build_features", "META_MODELS", "PerParameterMLP",
-           "EquivariantUpdate", "GraphUpdate", "build_meta_model", "open_io_spec", "TaskFamily", "digits_family", "image_family",
+           "EquivariantUpdate", "GraphUpdate", "build_meta_model", "open_io_spec", "TaskFamily", "digits_family",
+           "image_family",
            "make_classifier", "Curves", "adam", "learned", "train_curve", "tune_adam", "evaluate", "MetaTrainResult",
            "meta_train", "plot_curves", "plot_meta_losses"]
