@@ -37,9 +37,17 @@ def _command(out: Path) -> list[str]:
     return [*head, *ARGS, "--out", str(out)]
 
 
+def _default_sigint() -> None:
+    """A run started from a background job (``nohup make test &``) inherits SIGINT ignored, as the shell
+    sets it for background commands, and then rightly stays deaf to Ctrl-C; the runs here are Ctrl-C'd
+    on purpose, so they start with the default disposition a terminal gives."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(out: Path, env: dict) -> subprocess.Popen:
     return subprocess.Popen(_command(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)                   # its own group: killpg spares pytest
+                            start_new_session=True,                    # its own group: killpg spares pytest
+                            preexec_fn=_default_sigint)
 
 
 def _files(folder: Path) -> dict[str, Path]:
