@@ -15,15 +15,9 @@ import torch
 from torch import nn
 
 from ..spec.spec import WeightSpaceSpec
-from .tasks import TaskFamily, make_classifier
+from .tasks import TaskFamily
 
 MakeOptimizer = Callable[[nn.Module, WeightSpaceSpec], torch.optim.Optimizer]
-
-
-def _network(family: TaskFamily, width: int, seed: int) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):     # module init reads the global generator: restore it
-        torch.manual_seed(int(seed))
-        return make_classifier(family.kind, width, tuple(family.x.shape[1:]), family.classes, family.depth)
 
 
 def _full_loss(family: TaskFamily, width: int, module: nn.Module) -> float:
@@ -38,7 +32,7 @@ def train_curve(family: TaskFamily, width: int, seed: int, make_optimizer: MakeO
     """``[steps + 1]``: the training-set loss before and after each of ``steps`` optimizer steps."""
     import torch.nn.functional as F
 
-    module = _network(family, width, seed)
+    module = family.network(width, seed)
     spec = family.module(width)[1]
     opt = make_optimizer(module, spec)
     gen = torch.Generator().manual_seed(int(seed))

@@ -67,13 +67,16 @@ class TaskFamily:
             self._cache[width] = (m, WeightSpaceSpec.from_module(m, self.x[:2]))
         return self._cache[width]
 
+    def network(self, width: int, seed: int) -> nn.Module:
+        """A freshly initialized classifier at ``width``, a function of ``seed`` alone (torch's module
+        init reads the global generator: it is seeded inside ``fork_rng`` and left as it was)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            return make_classifier(self.kind, width, tuple(self.x.shape[1:]), self.classes, self.depth)
+
     def init(self, width: int, seeds: Sequence[int]) -> tuple[Tensors, Tensors]:
         """``(params, buffers)`` of ``len(seeds)`` freshly initialized networks, ``[B, *shape]`` each."""
-        mods = []
-        for s in seeds:
-            with torch.random.fork_rng(devices=[]):  # nn.Module init reads the global generator: restore it
-                torch.manual_seed(int(s))
-                mods.append(make_classifier(self.kind, width, tuple(self.x.shape[1:]), self.classes, self.depth))
+        mods = [self.network(width, s) for s in seeds]
         params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in mods])
                   for n, _ in mods[0].named_parameters()}
         buffers = {n: torch.stack([dict(m.named_buffers())[n] for m in mods]) for n, _ in mods[0].named_buffers()}
