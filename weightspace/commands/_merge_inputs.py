@@ -26,6 +26,7 @@ import torch
 from ..errors import UsageError
 from ..io import CheckpointError, check_finite, first_nonfinite, load_checkpoint
 
+from ._hf import is_hf
 from .merge import ALIGN, MANY, TASK  # noqa: E402  (the method lists live with the command's options)
 
 
@@ -62,7 +63,7 @@ def check_arguments(args) -> None:
     if needs_data and args.data is None:
         extra = " with --reset-bn/--repair" if args.reset_bn or args.repair else ""
         raise UsageError(f"--method {m}{extra} runs the networks on data", "--data")
-    if args.data is None and args.input_shape is None and not args.model.startswith("hf:"):
+    if args.data is None and args.input_shape is None and not is_hf(args.model):
         raise UsageError("give --data or --input-shape so the model can be traced", "--input-shape")
     if args.plot:
         if m not in ALIGN or args.data is None:
