@@ -83,15 +83,19 @@ class _Normalized(nn.Module):
         return self.model(self.norm.apply(w))
 
 
+GRAPH_SIZE = {"hidden": 32, "layers": 2, "probe": 64}     # --graph-size overrides
+
+
 def _probed(name: str):
-    """A graph metanetwork with Neural Graphs' probe features (64 points of the pixel grid, computed
-    from the raw, augmented weights), as in the digits-INR reproduction: hidden 32, 2 layers."""
+    """A graph metanetwork with Neural Graphs' probe features (``probe`` points of the pixel grid,
+    computed from the raw, augmented weights), as in the digits-INR reproduction: hidden 32, 2
+    layers, 64 probes unless ``--graph-size`` says otherwise."""
     def factory(spec, num_classes, norm, zoo):
         from weightspace.train.data import zoo_evaluator
         from weightspace.train.models import build_model
 
         return build_model(name, spec, num_classes, norm, torch.Generator().manual_seed(torch.initial_seed()),
-                           zoo_evaluator(zoo.manifest), hidden=32, layers=2, probe=64)
+                           zoo_evaluator(zoo.manifest), **GRAPH_SIZE)
     return factory
 
 
@@ -119,7 +123,7 @@ def families(match: bool) -> dict[str, tuple[A.Transform | None, A.WeightMixup |
             "mixup (align=none)": (None, A.WeightMixup(0.2, "none")),
             "mixup (align=permute)": (None, A.WeightMixup(0.2, "permute"))}
     # function-reading models (probe features) see every non-symmetry change as a new image: a mild row
-    rows["noise, mild (gaussian 1%)"] = (A.RandomApply(A.GaussianNoise((0.0, 0.01)), 0.5), None)
+    rows["mild noise (gaussian 1%)"] = (A.RandomApply(A.GaussianNoise((0.0, 0.01)), 0.5), None)
     if match:
         rows["mixup (align=match)"] = (None, A.WeightMixup(0.2, "match"))
     rows["all combined (mixup align=permute)"] = (A.Compose([symmetry, geometry, noise]), A.WeightMixup(0.2, "permute"))
@@ -360,8 +364,12 @@ def main() -> None:
     ap.add_argument("--train-size", type=int, default=None,
                     help="train on the first N networks of the training split (small zoos: where augmentation matters)")
     ap.add_argument("--skip-timing", action="store_true")
+    ap.add_argument("--graph-size", default=None, metavar="HIDDEN,LAYERS,PROBE",
+                    help="gmn-probe / nggnn-probe size (default 32,2,64)")
     ap.add_argument("--out", default=str(REPO / "out" / "bench"))
     args = ap.parse_args()
+    if args.graph_size:
+        GRAPH_SIZE.update(zip(("hidden", "layers", "probe"), (int(v) for v in args.graph_size.split(","))))
     if args.quick:
         args.seeds, args.epochs, args.repeat, args.match_networks = 2, 2, 2, 32
 

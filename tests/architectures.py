@@ -411,7 +411,7 @@ class MaskedAttention(nn.Module):
     """Attention as transformers models write it: a padding mask broadcast over heads (sdpa), a causal
     mask built as a tensor (hand-written softmax), rotary embeddings (``rotate_half`` slicing each
     head in halves), and GPT-2's ``gelu_new`` in the MLP. (Grouped-query attention, ``kv_heads <
-    heads``, is tested in test_trace_masks.py: parameter graphs do not draw its attention op yet.)"""
+    heads``, is tested in test_trace_masks.py and, for parameter graphs, in test_graph_gqa.py.)"""
 
     def __init__(self, mode: str, heads: int = 4, kv_heads: int = 4, head_dim: int = 4, dim: int = 12):
         super().__init__()

@@ -13,6 +13,7 @@ from torch_geometric.utils import cumsum
 from ..spec.errors import SpecError
 from ..spec.spec import WeightSpaceSpec
 from ..spec.types import Op, ParamUse, SiteView
+from .heads import attention_heads
 from .vocab import EDGE, NODE
 
 Placement = tuple[torch.Tensor, torch.Tensor | int, torch.Tensor]   # (edge or node id, slot, column / value)
@@ -284,19 +285,30 @@ class OpRules:
         self.const(ids, (entries % r + 1).double())
 
     def _op_attention(self, op: Op) -> None:
+        """One head node per query head, fed by its query neurons and by the key neurons of the key /
+        value head it reads; identity edges from each value neuron to the output neurons of every
+        query head reading its key / value head (grouped-query attention; see :mod:`.heads`)."""
         q, k, v = op.inputs
-        heads = op.attr("heads", 1)
+        a = attention_heads(self.spec, op)
+        h, n_out = a.heads, a.heads * a.v_dim
         first = self.n_site_nodes + sum(c for c, _, _ in self.extra_nodes)
-        self.extra_nodes.append((heads, NODE["head"], self.depth[op.output]))
-        self.head_nodes.append((first, heads, v))
-        for view, kind in ((q, "attn_query"), (k, "attn_key")):
-            d = view.length // heads
-            e = torch.arange(view.length)
-            self.const(self.add_edges(self.node(view.site, view.start + e), first + e // d, kind, 1), 1.0)
-        dv = v.length // heads
-        e = torch.arange(v.length)
-        self.const(self.add_edges(first + e // dv, self.node(op.output, e), "attn_head", 1), 1.0)
-        self.const(self.add_edges(self.node(v.site, v.start + e), self.node(op.output, e), "attn_value", 1), 1.0)
+        self.extra_nodes.append((h, NODE["head"], self.depth[op.output]))
+        self.head_nodes.append((first, h, SiteView(op.output, 0, n_out)))
+        e = torch.arange(q.length)
+        self.const(self.add_edges(self.node(q.site, q.start + e), first + e // a.q_dim, "attn_query", 1), 1.0)
+        j = torch.arange(a.k_dim)
+        src = (a.kv_of[:, None] * a.k_dim + j).reshape(-1)        # [H * dk], query head by query head
+        dst = torch.arange(h).repeat_interleave(a.k_dim)
+        self.const(self.add_edges(self.node(k.site, k.start + src), first + dst, "attn_key", 1), 1.0)
+        o = torch.arange(n_out)
+        self.const(self.add_edges(first + o // a.v_dim, self.node(op.output, o), "attn_head", 1), 1.0)
+        if a.fused:       # which neurons of a head's block are values is unknown: the block feeds the head
+            e = torch.arange(v.length)
+            ids = self.add_edges(self.node(v.site, v.start + e), first + e // a.v_block, "attn_value", 1)
+        else:
+            src = a.kv_of[o // a.v_dim] * a.v_dim + o % a.v_dim
+            ids = self.add_edges(self.node(v.site, v.start + src), self.node(op.output, o), "attn_value", 1)
+        self.const(ids, 1.0)
 
 
 def _as_neuron(use: ParamUse) -> ParamUse:

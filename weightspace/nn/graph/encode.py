@@ -12,8 +12,16 @@ Design decisions:
 * Positional features use sinusoids of integers (layer depth; the identity of input / output neurons),
   followed by a learned linear map: they serve any depth and any number of inputs / outputs. Hidden
   neurons carry ``node_pos = -1`` and get no positional feature, so permuting them is a symmetry.
-* Every family is switchable (``positional``, ``types``, ``probe``); all parts are summed, then one
-  MLP. Nothing here mixes nodes, so the encoders are permutation equivariant by construction.
+* Every family is switchable (``positional``, ``types``, ``probe``, ``edge_part``); all parts are
+  summed, then one MLP. Nothing here mixes nodes, so the encoders are permutation equivariant by
+  construction.
+* Chunked edges: a kernel longer than the graph's edge width is split into parallel edges between
+  the same two neurons, numbered by ``edge_part`` (see :mod:`weightspace.graph.build`). The edge
+  encoder adds a fixed, parameter-free sinusoidal code of the part index, shifted so that part 0 codes
+  to exactly zero: graphs without chunks (every part 0) encode exactly as before, and models and
+  checkpoints gain no parameters; the MLP that follows learns to read the code. Parts move with their
+  edges under every node relabeling, so the code keeps the encoder equivariant. ``edge_part=False``
+  ignores the numbering. Part indices may have any integer dtype.
 """
 from __future__ import annotations
 
@@ -34,6 +42,15 @@ def sinusoid(values: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor
     freq = torch.exp(-math.log(1e4) * torch.arange(half, dtype=dtype, device=values.device) / max(half, 1))
     ang = values.to(dtype).unsqueeze(-1) * freq
     return torch.cat([ang.sin(), ang.cos()], -1)
+
+
+def part_code(part: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[M] -> [M, dim]``: a sinusoidal code of chunk indices (any integer dtype) that is exactly zero
+    for part 0 (the cosines have 1 subtracted), so unsplit edges are left as they were."""
+    half = (dim + 1) // 2
+    code = sinusoid(part, 2 * half, dtype)[:, :dim]
+    code[:, half:] -= 1
+    return code
 
 
 def pad_to(t: torch.Tensor, width: int, what: str) -> torch.Tensor:
@@ -137,7 +154,7 @@ class NodeEncoder(nn.Module):
         dt = self.dtype
         h = self.values(graph.x.to(dt))
         if self.types:
-            h = h + self.node_type(graph.node_type) + self.activation(graph.activation)
+            h = h + self.node_type(graph.node_type.int()) + self.activation(graph.activation.int())
         if self.positional:
             h = h + self.layer(sinusoid(graph.layer, self.pos_dim, dt))
             pos = graph.node_pos
@@ -151,11 +168,14 @@ class NodeEncoder(nn.Module):
 
 class EdgeEncoder(nn.Module):
     """Graph edges -> ``e [M, hidden]``: ``edge_attr [M, Fe]``, and as switched on ``edge_type``
-    (``types``) and the depth of the edge's target neuron (``positional``)."""
+    (``types``), the depth of the edge's target neuron (``positional``) and the chunk index of a split
+    kernel (``edge_part``: :func:`part_code`, zero for unsplit edges, no parameters; a plain attribute,
+    so it can also be switched on a built model)."""
 
-    def __init__(self, hidden: int, *, positional: bool = True, types: bool = True, pos_dim: int = 16):
+    def __init__(self, hidden: int, *, positional: bool = True, types: bool = True, edge_part: bool = True,
+                 pos_dim: int = 16):
         super().__init__()
-        self.positional, self.types, self.pos_dim = positional, types, pos_dim
+        self.positional, self.types, self.edge_part, self.pos_dim = positional, types, edge_part, pos_dim
         self.values = PadLinear(hidden, "edge features edge_attr")
         if types:
             self.edge_type = nn.Embedding(len(EDGE_TYPES), hidden)
@@ -175,8 +195,12 @@ class EdgeEncoder(nn.Module):
         dt = self.dtype
         e = self.values(graph.edge_attr.to(dt))     # a fresh [M, H]: the sums below go in place
         if self.types:
-            e = e.add_(self.edge_type(graph.edge_type))
+            e = e.add_(self.edge_type(graph.edge_type.int()))      # graphs store codes as int8
         if self.positional:
             depth = self.layer(sinusoid(graph.layer, self.pos_dim, dt))          # per node, then gathered
             e = e.add_(depth.index_select(0, graph.edge_index[1]))
+        part = getattr(graph, "edge_part", None) if self.edge_part else None
+        if part is not None and bool(part.any()):              # only graphs with split kernels
+            table = part_code(torch.arange(int(part.max()) + 1, device=part.device), e.shape[-1], dt)
+            e = e.add_(table.index_select(0, part.int()))     # one row per part index, gathered
         return self.mlp(e)

@@ -67,8 +67,8 @@ def _grouped_query(ctx: RuleContext, q: ATensor, k: ATensor, v: ATensor, attn_ma
         _mask(ctx, attn_mask, list(q.dims[:-1]) + [k.dims[-2]], list(q.shape[:-1]) + [k.shape[-2]])
     attrs = {"causal": bool(is_causal), "scale": scale if scale is not None else 1 / math.sqrt(d),
              "masked": attn_mask is not None}
-    return grouped_output(ctx, (q.held, k.held), v, v.dims[-1], q.dims[-3], H, d, list(q.dims[:-3]), q.dims[-2],
-                          attrs)
+    return grouped_output(ctx, (q.held, k.held), v, v.dims[-1], q.dims[-3], H, v.shape[-1], list(q.dims[:-3]),
+                          q.dims[-2], attrs)
 
 
 def _heads(ctx: RuleContext, label, n: int) -> S.Var:
