@@ -1,7 +1,8 @@
 """Real-model scale: tracing, parameter graphs and weight matching at the size of real checkpoints.
 
-For ResNet-50, ViT-B/16, ConvNeXt-T, Swin-T (torchvision, random weights, no download), GPT-2 small
-and a small Llama config (``transformers`` configs, random weights), it measures:
+For ResNet-50, ViT-B/16, ConvNeXt-T, Swin-T (torchvision, random weights, no download), MLP-Mixer
+S/16 (timm, ``pretrained=False``), GPT-2 small and a small Llama config (``transformers`` configs,
+random weights), it measures:
 
 * trace time, number of permutation groups, share of the weights that a group acts on;
 * the parameter graph: edges, edge-feature width, build time (plan + ``to_graph``), peak memory
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-MODELS = ("resnet50", "vit_b_16", "convnext_tiny", "swin_t", "gpt2", "llama_small")
+MODELS = ("resnet50", "vit_b_16", "convnext_tiny", "swin_t", "mixer_s16", "gpt2", "llama_small")
 
 
 def _torchvision():
@@ -72,6 +73,11 @@ def build(name: str):
             model = transformers.LlamaForCausalLM(cfg)
             vocab = 1000
         return model.eval(), (torch.randint(0, vocab, (1, 16), generator=torch.Generator().manual_seed(0)),)
+    if name == "mixer_s16":                      # timm (optional, imports torchvision)
+        _torchvision()
+        import timm
+        model = timm.create_model("mixer_s16_224", pretrained=False)
+        return model.eval(), (torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0)),)
     models = _torchvision().models
     return getattr(models, name)().eval(), (torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0)),)
 
@@ -112,14 +118,14 @@ def _graph_columns(row: dict, spec, sd: dict) -> None:
     row["graph_s"], row["graph_cpu"] = time.perf_counter() - t, time.process_time() - c
     row["graph_peak_mb"] = (_peak_mb() - base) if exact_peak else float("nan")
     row["edges_m"], row["edge_dim"] = plan.num_edges / 1e6, plan.edge_dim
-    widest = int((plan.edge_part * plan.edge_dim + plan.edge_len).max()) if plan.num_edges else 1
+    widest = int((plan.edge_part.long() * plan.edge_dim + plan.edge_len).max()) if plan.num_edges else 1
     row["padded_gb"] = int((plan.edge_part == 0).sum()) * widest * 8 / 1e9    # one edge per neuron pair, padded
     back = ws.from_graph(graph, spec)
     row["round_trip"] = all(torch.equal(back[k][0], sd[k]) for k in spec.names)
     del graph, back
 
 
-def run_one(name: str, matching: bool, reference: bool, max_graph_weights: float = 120e6) -> dict:
+def run_one(name: str, matching: bool, reference: bool, max_graph_weights: float = 400e6) -> dict:
     """One model's measurements (run in a subprocess)."""
     torch.set_num_threads(1)
     import weightspace as ws
@@ -193,8 +199,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--reference", action="store_true", help="also time weight matching with scipy for every LAP")
     ap.add_argument("--skip-matching", action="store_true")
-    ap.add_argument("--max-graph-weights", type=float, default=120e6,
-                    help="skip the graph of larger models (about 110 bytes per weight at peak today)")
+    ap.add_argument("--max-graph-weights", type=float, default=400e6,
+                    help="skip the graph of larger models (about 35 bytes per weight at peak)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:

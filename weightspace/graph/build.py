@@ -21,6 +21,15 @@ ICLR 2024), drawn from the spec's dataflow alone:
   the exact inverse are untouched, and memory is O(weights). We preferred this automatic switch to
   a separate tensor per kernel size because every consumer (encoders, decoders, ScaleGMN, probes)
   keeps reading one ``edge_attr [M, Fe]``; ``edge_part`` is there for encoders that want the offset.
+* bytes per edge: ``edge_index`` is int64 (what PyG expects, 16 B), the value 4 B (float32), and the
+  categorical attributes (edge / node types, lengths, chunk numbers, depths) are stored in the
+  narrowest signed integer dtype that holds them (:func:`weightspace.graph.records.narrow`: int8 for
+  types, int16 for the 256 chunks of a 16x16 kernel), about 3 B per edge instead of 24; consumers
+  widen before arithmetic or indexing (``.long()``) and embeddings take ``.int()``. The cached plan
+  keeps edges, placements and the inverse as sparse second differences (:mod:`.intseq`), decoded
+  straight into the graph's buffers: ViT-B/16's 86M-edge graph is built at 2.7 GB peak (9.7 GB
+  with int64 attributes and index copies), GPT-2 small's 163M edges at 4.7 GB, 3.9 GB of which is
+  the graph itself.
 * biases are node features of the output neurons (slot 0, or a vector for parameters with extra
   fixed axes such as positional embeddings ``[T, E]`` -> T values per neuron).
 * normalization layers (BatchNorm, LayerNorm, GroupNorm, RMSNorm) get their own nodes: an
@@ -31,10 +40,12 @@ ICLR 2024), drawn from the spec's dataflow alone:
 * residual additions, concatenations, gating products and activation sites are parameter-free
   joins: identity edges (the residual's sign as the edge value).
 * attention: the q / k / v / output projections are ordinary linear layers; the parameter-free
-  softmax(q k^T) v becomes one node per head, with edges from that head's query and key neurons and to
-  its output neurons, plus an identity edge from each value neuron to its output neuron. This keeps
-  the graph equivariant to head permutations and to the within-head permutations of q/k and v/o
-  (Graph Metanetworks likewise give attention dedicated parameter-free nodes).
+  softmax(q k^T) v becomes one node per query head, with edges from that head's query neurons and
+  from the key neurons of the key / value head it reads, and to its output neurons, plus an identity
+  edge from each value neuron to the output neurons of every query head reading it (grouped-query
+  attention: ``graph/heads.py``). This keeps the graph equivariant to head permutations and to the
+  within-head permutations of q/k and v/o (Graph Metanetworks likewise give attention dedicated
+  parameter-free nodes).
 * node and edge types, layer depth (``layer``) and activations are categorical features; input and
   output neurons carry positional identities (``node_pos``), hidden neurons carry none (-1).
 * weights that no op of the dataflow describes stay in the graph-level ``extra`` vector, and
@@ -62,15 +73,50 @@ NODE_ATTRS = tuple(f.name for f in fields(NodeAttrs))      # node_type, layer, n
 EDGE_ATTRS = ("edge_type", "edge_len", "edge_part")
 
 
-def _features(plan: GraphPlan, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Node features ``[B, N, Fn]``, edge features ``[B, M, Fe]`` and extra ``[B, K]`` from flat
-    weights ``[B, P]``: one gather each for the whole batch."""
-    b = flat.shape[0]
-    ext = plan.extend(flat)
+def _features(plan: GraphPlan, weights: WeightSpace | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Node features ``[B, N, Fn]``, edge features ``[B, M, Fe]`` and extra ``[B, K]`` of a batch
+    (a WeightSpace, or flat weights ``[B, P]``): the extended vector (weights, a zero, the constants;
+    see ``GraphPlan.extend``), written in one buffer from a WeightSpace, then one gather each."""
+    if torch.is_tensor(weights):
+        ext = plan.extend(weights)
+    else:
+        ext = _extended(plan, weights)
+    b = ext.shape[0]
     x = ext.index_select(1, plan.x_src)
-    e = ext.index_select(1, plan.e_src)
-    return (x.view(b, plan.num_nodes, plan.node_dim), e.view(b, plan.num_edges, plan.edge_dim),
-            flat[:, plan.extra_cols])
+    if plan.e_src_small is not None:                # small plans: one gather
+        e = ext.index_select(1, plan.e_src_small)
+    else:
+        e = ext.new_zeros(b, plan.num_edges * plan.edge_dim)
+        for pos, cols in plan.e_places:             # decoded in windows: no full-size index tensor
+            for (_, q), (_, c) in zip(pos.windows(), cols.windows()):
+                e.index_copy_(1, q, ext.index_select(1, c))
+    extra = ext[:, plan.extra_cols]
+    del ext
+    return x.view(b, plan.num_nodes, plan.node_dim), e.view(b, plan.num_edges, plan.edge_dim), extra
+
+
+def _extended(plan: GraphPlan, space: WeightSpace) -> torch.Tensor:
+    """``plan.extend(space.flatten())`` without the intermediate flat copy (one full-size buffer)."""
+    b, names = space.batch_size, space.spec.weight_names
+    dtype = _dtype([space[n] for n in names])
+    p, c = plan.num_weights, plan.constants.numel()
+    ext = torch.empty(b, p + 1 + c, dtype=dtype, device=space[names[0]].device if names else None)
+    off = 0
+    for name in names:
+        t = space[name].reshape(b, -1)
+        ext[:, off:off + t.shape[1]] = t
+        off += t.shape[1]
+    ext[:, p] = 0
+    ext[:, p + 1:] = plan.constants.to(ext)
+    return ext
+
+
+def _dtype(tensors: list[torch.Tensor]) -> torch.dtype:
+    """The dtype ``torch.cat`` of these tensors gives (float32 when there are none)."""
+    dtype = tensors[0].dtype if tensors else torch.float32
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
 
 
 def _buffers(space: WeightSpace, plan: GraphPlan) -> torch.Tensor:
@@ -84,15 +130,17 @@ def _batch_uniform(space: WeightSpace) -> dict[str, torch.Tensor]:
     """All graph tensors of a one-spec batch, graphs concatenated along nodes / edges."""
     plan = graph_plan(space.spec)
     b, n, m = space.batch_size, plan.num_nodes, plan.num_edges
-    x, e, extra = features_by_copy(plan, space) if can_copy(space) else _features(plan, space.flatten())
-    offsets = torch.arange(b) * n
+    x, e, extra = features_by_copy(plan, space) if can_copy(space) else _features(plan, space)
+    edge_index = torch.empty(2, b, m, dtype=torch.long)       # decoded straight into the graph's buffer
+    plan.write_edge_index(edge_index[:, 0])
+    for i in range(1, b):
+        torch.add(edge_index[:, 0], i * n, out=edge_index[:, i])
     out = {"x": x.reshape(b * n, plan.node_dim), "edge_attr": e.reshape(b * m, plan.edge_dim),
-           "edge_index": (plan.edge_index.unsqueeze(1) + offsets.view(1, b, 1)).reshape(2, b * m).long(),
-           "extra": extra, "buffers": _buffers(space, plan)}
-    for a in NODE_ATTRS:
+           "edge_index": edge_index.view(2, b * m), "extra": extra, "buffers": _buffers(space, plan)}
+    for a in NODE_ATTRS:       # categorical attributes keep the plan's narrow dtypes (see records.narrow)
         out[a] = getattr(plan.nodes, a).repeat(b)
-    for a in EDGE_ATTRS:       # int64 in graphs (the plan may store int32): converted while tiled
-        out[a] = torch.empty(b, m, dtype=torch.long).copy_(getattr(plan, a).expand(b, -1)).reshape(-1)
+    for a in EDGE_ATTRS:
+        out[a] = getattr(plan, a).repeat(b)
     out["_counts"] = (torch.full((b,), n), torch.full((b,), m))
     return out
 
@@ -125,7 +173,8 @@ def to_graph(params: Any, spec: WeightSpaceSpec | None = None, probe: tuple | No
     Graph fields: ``x [N, Fn]`` (biases, norm parameters), ``edge_index [2, M]`` (input neuron ->
     output neuron), ``edge_attr [M, Fe]`` (weights, kernels), ``node_type``, ``layer``, ``node_pos``,
     ``activation``, ``site`` (per node), ``edge_type``, ``edge_len``, ``edge_part`` (per edge), ``extra [1, K]`` and
-    ``buffers [1, Kb]`` (per graph). See the module docstring for the representation.
+    ``buffers [1, Kb]`` (per graph). Categorical attributes come in the narrowest integer dtype that
+    holds them (int8 / int16 / int32; ``edge_index`` is int64). See the module docstring.
 
     ``probe=(module, inputs)`` adds ``probe [N, S]``: every neuron's value on the S probe inputs
     (:func:`probe_features`; runs each network, so it costs a forward pass per network).
@@ -148,7 +197,9 @@ def to_graph(params: Any, spec: WeightSpaceSpec | None = None, probe: tuple | No
     if isinstance(params, Mapping):
         if spec is None:
             raise SpecError("to_graph of a state dict needs its spec")
-        t = _batch_uniform(WeightSpace.from_state_dicts([params], spec))
+        spec.check_state_dict(params, what="state dict #0")
+        one = WeightSpace(spec, {p.name: torch.as_tensor(params[p.name]).unsqueeze(0) for p in spec.params})
+        t = _batch_uniform(one)                      # views of the state dict: the features are gathered copies
         del t["_counts"]
         return Data(**t)           # what Batch.get_example(0) gives, without copying edge_index again
     if isinstance(params, Sequence) and len(params) > 0:
@@ -241,7 +292,9 @@ def from_graph(graph: Data | Batch, spec: WeightSpaceSpec | Sequence[WeightSpace
     e = graph.edge_attr[:, :plan.edge_dim].reshape(b, -1)
     flat = x.new_empty(b, plan.num_weights)
     flat[:, plan.inv_x_cols] = x[:, plan.inv_x_pos]
-    flat[:, plan.inv_e_cols] = e[:, plan.inv_e_pos]
+    for cols, pos in plan.inv_e:                    # first placement of each weight, decoded in windows
+        for (_, c), (_, q) in zip(cols.windows(), pos.windows()):
+            flat.index_copy_(1, c, e.index_select(1, q))
     flat[:, plan.extra_cols] = graph.extra.reshape(b, -1)[:, :plan.extra_cols.numel()].to(flat.dtype)
     buffers = None
     if plan.buffer_names:
@@ -267,20 +320,8 @@ def node_permutation(spec: WeightSpaceSpec, perms: Mapping[str, torch.Tensor]) -
         if idx is not None:
             start = int(plan.site_offset[site.id])
             index[start:start + site.size] = start + idx
-    for first, heads, v in plan.head_nodes:
-        parent = _heads_group(spec, v, heads)
-        if parent is not None and parent in perms:
-            index[first:first + heads] = first + perms[parent]
+    for first, heads, view in plan.head_nodes:  # a head node moves with its block of the attention output
+        start = int(plan.site_offset[view.site]) + view.start
+        moved = index[start:start + view.length].view(heads, -1)[:, 0] - start
+        index[first:first + heads] = first + torch.div(moved, view.length // heads, rounding_mode="floor")
     return index
-
-
-def _heads_group(spec: WeightSpaceSpec, v, heads: int) -> str | None:
-    site = spec.dataflow.site(v.site)
-    pos = 0
-    for seg in site.layout:
-        if pos <= v.start < pos + seg.length and seg.group is not None:
-            g = spec.group(seg.group)
-            if g.heads is not None and g.size // g.heads[1] == heads:
-                return g.heads[0]
-        pos += seg.length
-    return None

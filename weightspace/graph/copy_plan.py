@@ -66,7 +66,7 @@ def _build(plan: GraphPlan, spec: WeightSpaceSpec) -> CopyPlan:
     sizes = torch.tensor([spec[n].numel for n in names], dtype=torch.long)
     starts = cumsum(sizes)[:-1]                                   # first flat column of each parameter
     P, M, fe = plan.num_weights, plan.num_edges, plan.edge_dim
-    E = plan.e_src.view(M, fe)
+    E = plan.e_src.view(M, fe).long()                              # the plan stores int32 where it fits
     col0 = E[:, 0].contiguous()
     # k: leading slots holding consecutive weight columns; the rest must be the zero column P
     consecutive = (E == col0.unsqueeze(1) + torch.arange(fe)) & (E < P)

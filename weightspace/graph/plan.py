@@ -17,15 +17,18 @@ from ..spec.cache import cached
 from ..spec.errors import SpecError
 from ..spec.spec import WeightSpaceSpec
 from ..spec.types import SiteView
-from torch_geometric.utils import cumsum
 
+from .intseq import IntSeq, Slab
+from .records import (as_int32, cat_field, chunk_owner, edge_pos, fill, first_placements, joined, narrow, narrowest,
+                      pack, unpack)
 from .rules import OpRules
 from .vocab import NODE, activation_code
 
 
 @dataclass(frozen=True, eq=False)
 class NodeAttrs:
-    """Categorical per-node attributes, each ``[N]`` (copied onto every graph as is)."""
+    """Categorical per-node attributes, each ``[N]`` in the narrowest integer dtype that holds it
+    (copied onto every graph as is)."""
 
     node_type: torch.Tensor           # codes of vocab.NODE_TYPES
     layer: torch.Tensor               # depth of the node's site in the dataflow
@@ -36,33 +39,53 @@ class NodeAttrs:
 
 @dataclass(frozen=True, eq=False)
 class GraphPlan:
-    """Where every weight goes in a spec's graph. The per-edge tensors (``edge_index``, ``edge_type``,
-    ``edge_len``, ``edge_part``) are stored as int32 where their values fit; graphs carry int64."""
+    """Where every weight goes in a spec's graph. Index tensors are int32 where their values fit and
+    categorical attributes are in the narrowest integer dtype that holds them (:func:`.records.narrow`): a
+    network with tens of millions of edges keeps a plan of a few bytes per edge. Graphs get the
+    attributes in these dtypes and ``edge_index`` as int64."""
 
     num_nodes: int
     node_dim: int                     # Fn: width of node features
     edge_dim: int                     # Fe: width of edge features (kernels zero-padded or split)
     nodes: NodeAttrs
-    edge_index: torch.Tensor          # [2, M] (source, target)
+    num_edges: int                    # M
+    edges: tuple[tuple[int, IntSeq, IntSeq], ...]  # per op's edges: (first edge, sources, targets)
     edge_type: torch.Tensor           # [M] codes of vocab.EDGE_TYPES
     edge_len: torch.Tensor            # [M] number of meaningful edge-feature entries (kernel numel)
     edge_part: torch.Tensor           # [M] which chunk of a split edge (0 unless split, see ``edge_width``)
     x_src: torch.Tensor               # [N * Fn] column of the extended weight vector for each node slot
-    e_src: torch.Tensor               # [M * Fe] same for edge slots (see ``extend``)
+    e_places: tuple[tuple[IntSeq, IntSeq], ...]  # per op: (flat positions in [M * Fe], columns of the
+    #                                   extended vector); constants first, later records win; unplaced: 0
+    e_src_small: torch.Tensor | None  # ``e_src`` kept decoded when small (one gather, no per-op decode)
     constants: torch.Tensor           # values appended to the weight vector by ``extend`` (after a 0)
     extra_cols: torch.Tensor          # weight columns kept as graph-level features
     inv_x_cols: torch.Tensor          # for the inverse: the first placement of each weight in a node
     inv_x_pos: torch.Tensor           # slot (flat position in [N * Fn]) ...
-    inv_e_cols: torch.Tensor          # ... or else in an edge slot
-    inv_e_pos: torch.Tensor           # (flat position in [M * Fe])
+    inv_e: tuple[tuple[IntSeq, IntSeq], ...]  # ... or else in an edge slot: per op (columns, positions)
     site_offset: torch.Tensor         # [num_sites] first node of each site
-    head_nodes: tuple[tuple[int, int, SiteView], ...]  # per attention op: (first head node, heads, v site view)
+    head_nodes: tuple[tuple[int, int, SiteView], ...]  # per attention op: (first head node, query heads, output view)
     num_weights: int
     buffer_names: tuple[str, ...]
 
     @property
-    def num_edges(self) -> int:
-        return self.edge_index.shape[1]
+    def e_src(self) -> torch.Tensor:
+        """``[M * Fe]``: the column of the extended vector (see ``extend``) of every edge slot, int32
+        where it fits; decoded from ``e_places`` on each access."""
+        if self.e_src_small is not None:
+            return self.e_src_small
+        return _decode_src(self.e_places, self.num_edges * self.edge_dim, self.num_weights, self.constants.numel())
+
+    @property
+    def edge_index(self) -> torch.Tensor:
+        """``[2, M]`` int64 (source, target), written anew on each access (see ``write_edge_index``)."""
+        return self.write_edge_index(torch.empty(2, self.num_edges, dtype=torch.long))
+
+    def write_edge_index(self, out: torch.Tensor) -> torch.Tensor:
+        """The edges into ``out [2, M]`` (int64 / int32), decoded op by op (see :mod:`.intseq`)."""
+        for a, src, dst in self.edges:
+            src.write(out[0, a:a + src.n])
+            dst.write(out[1, a:a + dst.n])
+        return out
 
     def extend(self, flat: torch.Tensor) -> torch.Tensor:
         """``[B, P]`` weights -> ``[B, P + 1 + C]``: weights, a zero, the constants. Every node and edge
@@ -81,69 +104,128 @@ def graph_plan(spec: WeightSpaceSpec) -> GraphPlan:
 
 
 class _Builder(OpRules):
-    """Applies the op rules to the whole dataflow, then assembles the plan."""
+    """Applies the op rules to the whole dataflow, then assembles the plan.
+
+    Memory (networks with ~10^8 edges): right after its op, every large recorded index tensor is
+    packed as an :class:`~weightspace.graph.intseq.IntSeq` (a few numbers per output neuron for a
+    linear / conv layer; small ones become int32), so the record lists never hold full-size int64
+    tensors (nor leave a fragmented heap behind). The records are then assembled one at a time,
+    each freed once used; splitting long edges (see ``edge_width``) is done per record. Edges,
+    placements and the inverse stay packed in the plan; only the categorical attributes and the
+    node slots are dense."""
 
     def build(self) -> GraphPlan:
+        self.store = Slab()
         for op in self.flow.ops:
+            marks = [len(r) for r in (self.edges, self.e_place, self.x_place, self.consts)]
             self.apply(op)
+            for records, mark, least in zip((self.edges, self.e_place, self.x_place, self.consts), marks,
+                                            (4096, 4096, None, None)):
+                records[mark:] = [tuple(pack(f, least, self.store) if least else as_int32(f, self.store) for f in r)
+                                  for r in records[mark:]]
         nodes = self._node_attrs()
-        n = nodes.node_type.numel()
-        # concatenate the records field by field, freeing each as soon as it is copied (networks with
-        # tens of millions of edges: the records and their concatenation must not coexist)
-        edge_index = torch.empty(2, self.n_edges, dtype=torch.long)
-        for i in range(2):
-            if self.n_edges:
-                torch.cat([r[i] for r in self.edges], out=edge_index[i])
-            # keep each record's length (as field 0) for the per-record type and length below
-            self.edges = [(r[0], None, r[2], r[3]) if i else (r[0].numel(), r[1], r[2], r[3]) for r in self.edges]
-        edge_type = _per_edge(self.edges, 2)
-        edge_len = _per_edge(self.edges, 3)
-        self.edges = []
+        n, p = nodes.node_type.numel(), self.num_weights
+        edge_len = fill(self.edges, 3, self.n_edges, torch.int32)
         for ids, width in self.widths:
-            edge_len[ids] = torch.maximum(edge_len[ids], torch.tensor(width))
-        e_edge = _cat(self.e_place, 0)
-        e_slot = _cat(self.e_place, 1)
-        self.e_place = [(r[0].numel(), None, r[2]) for r in self.e_place]
-        e_cols = _cat(self.e_place, 2)
-        self.e_place = []
-        c_edge, c_slot, c_val = _cat(self.consts, 0), _cat(self.consts, 1), _cat(self.consts, 2, torch.float64)
-        self.consts = []
+            edge_len[ids] = edge_len[ids].clamp_min(width)
+        self.widths = []
         fe = edge_width(edge_len)
-        if edge_len.numel() and fe < int(edge_len.max()):                # split the long edges in chunks
-            chunks = (edge_len.clamp_min(1) + fe - 1) // fe
-            first = cumsum(chunks)[:-1]
-            owner = _owner(first, int(first[-1] + chunks[-1]))              # [M'] the edge each chunk splits
-            e_edge, e_slot = _split(first, e_edge, e_slot, fe)
-            c_edge, c_slot = _split(first, c_edge, c_slot, fe)
-            edge_index, edge_type = edge_index.index_select(1, owner), edge_type.index_select(0, owner)
-            edge_part = torch.arange(owner.numel()).sub_(first.index_select(0, owner))
-            edge_len = edge_len.index_select(0, owner).sub_(edge_part * fe).clamp_(1, fe)
-            del chunks, first, owner
+        first = None                                            # old edge -> its first chunk (when split)
+        if edge_len.numel() and fe < int(edge_len.max()):
+            chunks = edge_len.clamp_min(1).add_(fe - 1).div_(fe, rounding_mode="floor")
+            m = int(chunks.sum(dtype=torch.long))
+            self._parts = int(chunks.max())
+            first = torch.zeros(edge_len.numel(), dtype=torch.int32 if m < 2**31 else torch.long)
+            first[1:] = chunks[:-1]
+            first.cumsum_(0)
+            del chunks
         else:
-            edge_part = torch.zeros(edge_index.shape[1], dtype=torch.long)
-        x_node, x_slot, x_cols = (_cat(self.x_place, i) for i in range(3))
-        fn = max(int(x_slot.max()) + 1 if x_slot.numel() else 1, 1)
-        e_pos, x_pos = e_edge * fe + e_slot, x_node * fn + x_slot
-        del e_edge, e_slot
-        placed = torch.zeros(self.num_weights, dtype=torch.bool)
-        inv_x_cols, inv_x_pos = _first(x_cols, x_pos, placed)
-        inv_e_cols, inv_e_pos = _first(e_cols, e_pos, placed)
-        # the extended vector: weights (columns < P), a zero (column P), the distinct constants
-        p = self.num_weights
-        constants, which = torch.unique(c_val, return_inverse=True)
-        e_src = torch.full((edge_index.shape[1] * fe,), p, dtype=torch.long)
-        e_src[c_edge * fe + c_slot] = p + 1 + which
-        e_src[e_pos] = e_cols
-        x_src = torch.full((n * fn,), p, dtype=torch.long)
-        x_src[x_pos] = x_cols
+            m = edge_len.numel()
+        edges, edge_type, new_len, edge_part = self._edges(edge_len, first, m, fe)
+        del edge_len
+        # constants (identity edges, residual signs) first, weights then override their slots
+        constants, which = torch.unique(cat_field(self.consts, 2, torch.float64), return_inverse=True)
+        places = []
+        if self.consts:
+            pos = torch.cat([edge_pos(edge, slot, first, fe) for edge, slot, _ in self.consts])
+            places.append((IntSeq.of(pos, self.store), IntSeq.of(which.add_(p + 1), self.store)))
+        self.consts = []
+        placed = torch.zeros(p, dtype=torch.bool)
+        x_cols, x_pos = [], []
+        fn = max((int(s.max()) + 1 if torch.is_tensor(s) and s.numel() else int(s) + 1 for _, s, _ in self.x_place),
+                 default=1)
+        x_src = torch.full((n * fn,), p, dtype=torch.int32 if p + 1 + constants.numel() < 2**31 else torch.long)
+        for node, slot, cols in self.x_place:
+            pos = node.long() * fn + slot
+            x_src[pos] = cols.to(x_src.dtype)
+            c, q = first_placements(cols, pos, placed)
+            x_cols.append(c)
+            x_pos.append(q)
+        self.x_place = []
+        inverse = []
+        for r in range(len(self.e_place)):
+            edge, slot, packed = self.e_place[r]
+            self.e_place[r] = None
+            pos = edge_pos(unpack(edge), unpack(slot), first, fe)
+            del edge, slot
+            cols = unpack(packed)
+            place = (IntSeq.of(pos, self.store), packed if isinstance(packed, IntSeq) else IntSeq.of(cols, self.store))
+            places.append(place)
+            c, q = first_placements(cols, pos, placed)
+            if c is cols:                                   # every placement is its column's first
+                inverse.append(place[::-1])
+            elif c.numel():
+                inverse.append((IntSeq.of(c, self.store), IntSeq.of(q, self.store)))
+            del pos, cols, c, q
+        self.e_place = []
         return GraphPlan(
-            num_nodes=n, node_dim=fn, edge_dim=fe, nodes=nodes,
-            edge_index=_compact(edge_index), edge_type=_compact(edge_type), edge_len=_compact(edge_len),
-            edge_part=_compact(edge_part),
-            x_src=x_src, e_src=e_src, constants=constants, extra_cols=(~placed).nonzero().flatten(),
-            inv_x_cols=inv_x_cols, inv_x_pos=inv_x_pos, inv_e_cols=inv_e_cols, inv_e_pos=inv_e_pos,
+            num_nodes=n, node_dim=fn, edge_dim=fe, nodes=nodes, num_edges=m, edges=edges,
+            edge_type=edge_type, edge_len=new_len, edge_part=edge_part,
+            x_src=x_src, e_places=tuple(places), constants=constants,
+            e_src_small=_decode_src(places, m * fe, p, constants.numel()) if m * fe <= SMALL_SLOTS else None,
+            extra_cols=as_int32((~placed).nonzero().flatten()),
+            inv_x_cols=as_int32(joined(x_cols)), inv_x_pos=as_int32(joined(x_pos)), inv_e=tuple(inverse),
             site_offset=self.site_offset, head_nodes=tuple(self.head_nodes), num_weights=p,
             buffer_names=tuple(q.name for q in self.spec.params if not q.in_weight_space))
+
+    def _edges(self, edge_len: torch.Tensor, first: torch.Tensor | None, m: int, fe: int):
+        """The edge records -> per record ``(first edge, sources, targets)``, and ``edge_type``,
+        ``edge_len``, ``edge_part`` (after splitting long edges), record by record."""
+        edges = []
+        edge_type = torch.empty(m, dtype=torch.int8)
+        if first is None:
+            new_len, edge_part = edge_len, torch.zeros(m, dtype=torch.int8)
+        else:
+            new_len = torch.empty(m, dtype=narrowest(1, fe))                 # written in the final dtypes
+            edge_part = torch.empty(m, dtype=narrowest(0, self._parts - 1))
+        a = 0
+        for r in range(len(self.edges)):
+            src, dst, kind, _ = self.edges[r]
+            self.edges[r] = None
+            k = src.n if isinstance(src, IntSeq) else src.numel()
+            if first is None:
+                out = slice(a, a + k)
+                own = None
+            else:
+                f = first[a:a + k].long()
+                stop = int(first[a + k]) if a + k < first.numel() else m
+                out = slice(int(f[0]) if k else stop, stop)
+                size = out.stop - out.start
+                own = None if size == k else chunk_owner(f, stop)
+                if own is None:
+                    new_len[out], edge_part[out] = edge_len[a:a + k].clamp(1, fe), 0
+                else:
+                    part = torch.arange(out.start, out.stop).sub_(f.index_select(0, own))
+                    edge_part[out] = part
+                    new_len[out] = edge_len[a:a + k].index_select(0, own).sub_(part * fe).clamp_(1, fe)
+            if own is not None:
+                src = IntSeq.of(unpack(src).index_select(0, own), self.store)
+                dst = IntSeq.of(unpack(dst).index_select(0, own), self.store)
+            edges.append((out.start, pack(src, 0, self.store), pack(dst, 0, self.store)))
+            edge_type[out] = kind
+            a += k
+        self.edges = []
+        return tuple(edges), edge_type, narrow(new_len), narrow(edge_part)
 
     def _node_attrs(self) -> NodeAttrs:
         flow = self.flow
@@ -179,7 +261,20 @@ class _Builder(OpRules):
             node_type[off:off + count] = kind
             layer[off:off + count] = depth
             off += count
-        return NodeAttrs(node_type=node_type, layer=layer, node_pos=node_pos, activation=activation, site=site_of)
+        return NodeAttrs(node_type=narrow(node_type), layer=narrow(layer), node_pos=narrow(node_pos),
+                         activation=narrow(activation), site=narrow(site_of))
+
+
+SMALL_SLOTS = 1 << 22       # plans with up to this many edge slots also keep ``e_src`` decoded (16 MB)
+
+
+def _decode_src(places, slots: int, p: int, c: int) -> torch.Tensor:
+    """``[slots]`` column of the extended vector of every edge slot (``p``, the zero, where unplaced)."""
+    out = torch.full((slots,), p, dtype=torch.int32 if p + 1 + c < 2**31 else torch.long)
+    for pos, cols in places:
+        for (_, q), (_, col) in zip(pos.windows(), cols.windows()):
+            out[q] = col.to(out.dtype)
+    return out
 
 
 # Edge features are padded to the widest edge unless that costs more than SPLIT_FACTOR times the
@@ -208,60 +303,3 @@ def edge_width(edge_len: torch.Tensor) -> int:
         if int((counts[lengths] * ((lengths + w - 1) // w)).sum()) * w <= bound:
             return max(w, 1)
     return 1
-
-
-def _compact(t: torch.Tensor) -> torch.Tensor:
-    """A per-edge index tensor as stored in the (cached) plan: int32 when its values fit, which halves
-    the plan of a network with tens of millions of edges; graphs get int64 copies."""
-    if t.numel() and int(t.max()) < 2**31 - 1 and int(t.min()) >= -2**31:
-        return t.to(torch.int32)
-    return t
-
-
-def _owner(first: torch.Tensor, total: int) -> torch.Tensor:
-    """``[total]``: for each chunk, the index of the edge whose chunks start at ``first`` (sorted);
-    a cumulative sum of start markers (``repeat_interleave`` is several times slower here)."""
-    mark = torch.zeros(total, dtype=torch.long)
-    mark.index_add_(0, first[1:], torch.ones(first.numel() - 1, dtype=torch.long))
-    return mark.cumsum_(0)
-
-
-def _split(first: torch.Tensor, edge: torch.Tensor, slot: torch.Tensor, fe: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(edge, slot) placements -> (chunk edge, slot within the chunk) for chunks of ``fe`` entries."""
-    if fe == 1:
-        return first.index_select(0, edge).add_(slot), torch.zeros_like(slot)
-    return first.index_select(0, edge).add_(torch.div(slot, fe, rounding_mode="floor")), slot.remainder(fe)
-
-
-def _per_edge(records: list[tuple], i: int) -> torch.Tensor:
-    """A per-edge field of the edge records (an int for the whole record, or a tensor)."""
-    return _cat(records, i)
-
-
-def _cat(records: list[tuple], i: int, dtype: torch.dtype = torch.long) -> torch.Tensor:
-    """Field ``i`` of the recorded tuples, concatenated (empty when nothing was recorded). A field may
-    be an int shared by the record's entries; the record's length is then its field 0 (a tensor, or
-    already the length as an int)."""
-    def length(r):
-        return r[0] if isinstance(r[0], int) else r[0].numel()
-
-    parts = [r[i] if torch.is_tensor(r[i]) else torch.full((length(r),), r[i], dtype=dtype) for r in records]
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)
-
-
-def _first(cols: torch.Tensor, pos: torch.Tensor, placed: torch.Tensor):
-    """The first placement of every column not placed yet (the inverse reads one copy); linear time."""
-    if cols.numel() == 0:
-        return cols, pos
-    rank = torch.arange(cols.numel())
-    first = torch.full((placed.numel(),), cols.numel(), dtype=torch.long)
-    first.scatter_reduce_(0, cols, rank, reduce="amin")
-    keep = first.index_select(0, cols).eq_(rank).logical_and_(placed.index_select(0, cols).logical_not_())
-    del rank, first
-    if bool(keep.all()):                                  # every placement is the first of its column
-        placed.index_fill_(0, cols, True)
-        return cols, pos
-    cols, pos = cols[keep], pos[keep]
-    placed.index_fill_(0, cols, True)
-    return cols, pos
-

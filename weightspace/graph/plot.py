@@ -26,7 +26,7 @@ def plot_graph(graph, path: str | Path, title: str | None = None, max_edges: int
 
     if hasattr(graph, "num_graphs"):
         graph = graph.get_example(0)
-    layer, site = graph.layer, graph.site
+    layer, site = graph.layer.long(), graph.site.long()       # narrow dtypes in graphs: widen before arithmetic
     n = layer.numel()
     # stack nodes of a depth by (site, index); centre each column
     key = layer * (n + 1) + torch.where(site >= 0, site, n)
