@@ -132,9 +132,11 @@ def _batch_uniform(space: WeightSpace) -> dict[str, torch.Tensor]:
     b, n, m = space.batch_size, plan.num_nodes, plan.num_edges
     x, e, extra = features_by_copy(plan, space) if can_copy(space) else _features(plan, space)
     edge_index = torch.empty(2, b, m, dtype=torch.long)       # decoded straight into the graph's buffer
-    plan.write_edge_index(edge_index[:, 0])
-    for i in range(1, b):
-        torch.add(edge_index[:, 0], i * n, out=edge_index[:, i])
+    if b == 1:
+        plan.write_edge_index(edge_index[:, 0])
+    else:                      # one graph decoded (1/b of the output), then offset into every slot at once
+        one = plan.write_edge_index(torch.empty(2, 1, m, dtype=torch.long)[:, 0])
+        torch.add(one.unsqueeze(1), (torch.arange(b) * n).view(1, b, 1), out=edge_index)
     out = {"x": x.reshape(b * n, plan.node_dim), "edge_attr": e.reshape(b * m, plan.edge_dim),
            "edge_index": edge_index.view(2, b * m), "extra": extra, "buffers": _buffers(space, plan)}
     for a in NODE_ATTRS:       # categorical attributes keep the plan's narrow dtypes (see records.narrow)
