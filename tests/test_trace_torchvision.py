@@ -76,3 +76,47 @@ def test_torchvision_model_traces_and_preserves_function(name, tv):
         assert table[0] is None and table[1] is not None
         heads = spec.group(table[1][0].group)
         assert heads.size == 2 and any(g.heads and g.heads[0] == heads.name for g in spec.groups)
+
+
+@pytest.fixture(scope="module")
+def timm():
+    _torchvision()           # timm imports torchvision
+    try:
+        return importlib.import_module("timm")
+    except ImportError:
+        pytest.skip("timm is not installed")
+
+
+TIMM = {   # small configurations, built from timm's classes (random weights)
+    "eva02": (lambda t: t.create_model("eva02_tiny_patch14_224", pretrained=False, num_classes=3, img_size=28,
+                                       patch_size=14, depth=2), 28),                # rotary slices of each head
+    "resnetv2-bit": (lambda t: t.models.resnetv2.ResNetV2((1, 1, 1, 1), num_classes=3, stem_type="fixed",
+                                                          conv_layer=t.layers.StdConv2d), 32),   # standardized weights
+    "swin": (lambda t: t.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=3, img_size=32,
+                                      window_size=2, depths=(1, 1), num_heads=(2, 2), embed_dim=16), 32),
+    "mixer": (lambda t: t.models.mlp_mixer.MlpMixer(num_classes=3, img_size=32, patch_size=8, num_blocks=2,
+                                                    embed_dim=16), 32),
+}
+
+
+@pytest.mark.parametrize("name", list(TIMM))
+def test_timm_model_traces_and_preserves_function(name, timm):
+    """timm's EVA-02 (rotary), ResNetV2 / BiT (weight standardization: the weight itself reshaped and
+    normalized), Swin and MLP-Mixer: traced with their self-check, weights moved, function kept."""
+    torch.manual_seed(0)
+    build, size = TIMM[name]
+    model = build(timm).double().eval()
+    with torch.no_grad():      # timm zero-initializes some heads and scales: make every weight matter
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.randn(2, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    spec = ws.WeightSpaceSpec.from_module(model, x)
+    assert spec.hidden_groups
+    sd = model.state_dict()
+    moved = ws.act(sd, spec, ws.random_element(spec, torch.Generator().manual_seed(1)))
+    assert [k for k in sd if not torch.equal(sd[k], moved[k])]
+    with torch.no_grad():
+        y = model(x)
+        model.load_state_dict(moved)
+        y_moved = model(x)
+    assert ((y - y_moved).abs().max() / y.abs().max()).item() < 1e-10
