@@ -1,9 +1,10 @@
 """Equivariant weight-space layers: throughput and peak memory against the `nfn` package.
 
-Forward + backward of a stack of equivariant linear layers (ReLU between, mean-squared output as
-the loss) on batches of SIREN 2-32-32-1 weight sets, side by side with `nfn`'s NPLinear / HNPLinear
-at equal width, each configuration in a fresh subprocess (peak RSS during the steps above the resident
-memory after setup).
+Forward + backward of a stack of equivariant linear layers (ReLU between, applied in place inside
+each layer as UNF and NFN models do; `--relu-module` puts a separate `Pointwise(torch.relu)` after
+each layer instead; mean-squared output as the loss) on batches of SIREN 2-32-32-1 weight sets,
+side by side with `nfn`'s NPLinear / HNPLinear at equal width, each configuration in a fresh
+subprocess (peak RSS during the steps above the resident memory after setup).
 `nfn` is the NFN paper's own package; it is installed only in the benchmark's environment
 (`make bench-layers`), never a dependency of weightspace. Without it, the table has our rows only.
 
@@ -58,14 +59,15 @@ def _nfn_stack(mode, layers, width):
     return torch.nn.Sequential(*mods)
 
 
-def _ours_stack(spec, layers, width):
+def _ours_stack(spec, layers, width, fused_relu=True):
     import torch
 
     from weightspace.nn import EquivariantLinear, Pointwise
 
     mods, prev = [], 1
-    for _ in range(layers):
-        mods += [EquivariantLinear(spec, prev, width), Pointwise(torch.relu)]
+    for _ in range(layers):     # the ReLU in place inside the layer (what UNF and NFN use), or a module
+        mods += [EquivariantLinear(spec, prev, width, activation="relu")] if fused_relu else \
+            [EquivariantLinear(spec, prev, width), Pointwise(torch.relu)]
         prev = width
     return torch.nn.Sequential(*mods)
 
@@ -80,15 +82,18 @@ def run_one(cfg: dict) -> dict:
     if impl == "gemm":
         # The floor every implementation shares: the identity term's channel mixing, one [C_in, C_out]
         # matrix on every entry of every network (forward, and backward to the coefficients and, past
-        # the first layer, to the input). Every other basis term acts on means (32x fewer rows or less).
+        # the first layer, to the input), with the fastest product we have (`channel_mix`: oneDNN's
+        # 1x1 convolution on CPU). Every other basis term acts on means (32x fewer rows or less).
+        from weightspace.nn.mixing import channel_mix
+
         entries = sum(p.numel for p in _siren_spec().params)
         widths = [1] + [width] * layers
-        mats = [torch.randn(a, b, generator=gen, requires_grad=True) for a, b in zip(widths[:-1], widths[1:])]
-        xs = [torch.randn(batch * entries, a, generator=gen, requires_grad=i > 0) for i, a in enumerate(widths[:-1])]
+        mats = [torch.randn(b, a, generator=gen, requires_grad=True) for a, b in zip(widths[:-1], widths[1:])]
+        xs = [torch.randn(batch, entries, a, generator=gen, requires_grad=i > 0) for i, a in enumerate(widths[:-1])]
 
         def step():
             for x, m in zip(xs, mats):
-                y = x @ m
+                y = x * m[:, 0] if x.shape[-1] == 1 else channel_mix(x, m)
                 y.backward(torch.ones_like(y))
 
         class _Params(torch.nn.Module):
@@ -112,7 +117,7 @@ def run_one(cfg: dict) -> dict:
         if cfg["arch"] == "siren":
             spec = _siren_spec()
             spec = io_permutable(spec) if mode == "np" else spec
-            model = _ours_stack(spec, layers, width)
+            model = _ours_stack(spec, layers, width, fused_relu=not cfg.get("relu_module", False))
 
             def step():
                 x = WeightSpaceFeatures(spec, {n: torch.randn(batch, 1, *spec[n].shape, generator=gen,
@@ -193,6 +198,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small batches, fewer repeats")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--wide-only", action="store_true", help="only the 3 x 512 rows and the channel-mixing bound")
+    ap.add_argument("--relu-module", action="store_true",
+                    help="our rows with a separate Pointwise(torch.relu) module after each layer")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -205,13 +212,13 @@ def main() -> None:
         have_nfn = False
         print("(nfn is not installed in this environment: `make bench-layers` builds one that has it)")
     rows = []
-    sizes = [(2, 16, 256, 7)] + ([] if args.quick else [(3, 512, 256, 1)])
+    sizes = [(2, 16, 256, 20)] + ([] if args.quick else [(3, 512, 256, 1)])
     if args.wide_only:
         sizes = [(3, 512, 256, 1)]
     for layers, width, batch, repeats in sizes:
         for mode in ("np", "hnp"):
             base = {"mode": mode, "layers": layers, "width": width, "batch": batch, "repeats": repeats,
-                    "threads": args.threads, "arch": "siren"}
+                    "threads": args.threads, "arch": "siren", "relu_module": args.relu_module}
             ref = in_subprocess({**base, "impl": "nfn"}) if have_nfn else None
             ours = in_subprocess({**base, "impl": "ours"})
             rows.append((f"SIREN 2-32-32-1, {layers} x {width} ch, {mode.upper()}, batch {batch}", ours, ref))

@@ -333,3 +333,121 @@ def test_nfn_refuses_what_it_cannot_express(traced_arch):
         NFN(spec, mode="np")
     with pytest.raises(ValueError, match="io_embed"):
         NFN(ws.WeightSpaceSpec.mlp([2, 4, 1]), mode="hnp", io_embed=True)
+
+
+# ------------------------------------------------------------------------------------ fused path (speed)
+
+
+def _fused_specs():
+    from weightspace.nn import io_permutable
+
+    mlp = ws.WeightSpaceSpec.mlp([3, 4, 5, 2])
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 2), torch.nn.ReLU(), torch.nn.Conv2d(3, 2, 1), torch.nn.ReLU(),
+                               torch.nn.Flatten(), torch.nn.Linear(8, 2)).double()
+    cnn = ws.WeightSpaceSpec.from_module(conv, torch.zeros(1, 1, 3, 3, dtype=torch.float64))
+    return {"mlp-hnp": mlp, "mlp-np": io_permutable(mlp), "cnn-hnp": cnn}
+
+
+@pytest.mark.parametrize("name", ["mlp-hnp", "mlp-np", "cnn-hnp"])
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_fused_layer_passes_gradcheck(name, activation):
+    """The fused node's hand-written backward (float64): inputs and coefficients, with the in-place ReLU."""
+    spec = _fused_specs()[name]
+    torch.manual_seed(0)
+    layer = EquivariantLinear(spec, 2, 2, activation=activation).double()
+    assert layer._fused is not None
+    names = spec.weight_names
+    params = dict(layer.named_parameters())
+    xs = [t.requires_grad_() for t in _features(spec, b=2, c=2, seed=3).tensors.values()]
+
+    def fn(*args):
+        x, p = args[:len(names)], dict(zip(params, args[len(names):]))
+        out = torch.func.functional_call(layer, p, (WeightSpaceFeatures(spec, dict(zip(names, x))),))
+        return tuple(out.tensors.values())
+
+    ps = [p.detach().clone().requires_grad_() for p in params.values()]
+    assert torch.autograd.gradcheck(fn, (*xs, *ps), eps=1e-6, atol=1e-7, rtol=1e-5, fast_mode=True)
+
+
+@settings(max_examples=8, deadline=None)
+@given(widths=st.lists(st.integers(1, 5), min_size=2, max_size=4), bias=st.booleans(),
+       cin=st.sampled_from([1, 3]), activation=st.sampled_from([None, "relu"]), np_mode=st.booleans(),
+       dtype=st.sampled_from([torch.float64, torch.float32]))
+def test_fused_and_autograd_paths_agree(widths, bias, cin, activation, np_mode, dtype):
+    """Outputs and every gradient of the fused node equal the autograd path's (float32 runs the
+    products as oneDNN 1x1 convolutions, float64 as matmul)."""
+    from weightspace.nn import io_permutable
+
+    spec = ws.WeightSpaceSpec.mlp(widths, bias=bias)
+    spec = io_permutable(spec) if np_mode else spec
+    torch.manual_seed(0)
+    fused = EquivariantLinear(spec, cin, 3, activation=activation).to(dtype)
+    plain = EquivariantLinear(spec, cin, 3, activation=activation, fused=False).to(dtype)
+    plain.load_state_dict(fused.state_dict())
+    assert fused._fused is not None and plain._fused is None
+    x = {n: t.to(dtype).requires_grad_() for n, t in _features(spec, b=3, c=cin).tensors.items()}
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    grads = []
+    for layer in (fused, plain):
+        out = layer(WeightSpaceFeatures(spec, x))
+        loss = sum((t * torch.cos(t)).sum() for t in out.tensors.values())
+        grads.append((out, torch.autograd.grad(loss, [*x.values(), *layer.parameters()])))
+    (out_f, g_f), (out_p, g_p) = grads
+    for n in spec.weight_names:
+        assert (out_f[n] - out_p[n]).abs().max() <= tol * (1 + out_p[n].abs().max())
+    for a, b in zip(g_f, g_p):
+        assert (a - b).abs().max() <= tol * (1 + b.abs().max())
+
+
+def test_channel_mix_convolution_equals_matmul():
+    from weightspace.nn.mixing import channel_mix, channel_mix_backward, uses_conv
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(4, 8, 8, 16), (3, 16), (2, 5, 7)]:
+        z = torch.randn(*shape, generator=g)
+        w = torch.randn(6, shape[-1], generator=g)
+        assert uses_conv(z) == (torch.backends.mkldnn.is_available() and len(shape) > 2)
+        assert not uses_conv(z.double())
+        y = channel_mix(z, w)
+        assert y.shape == (*shape[:-1], 6) and y.is_contiguous()
+        assert torch.allclose(y.double(), z.double() @ w.double().t(), atol=1e-4)
+        gy = torch.randn(*y.shape, generator=g)
+        gz, gw = channel_mix_backward(gy, z, w, True, True)
+        assert torch.allclose(gz.double(), gy.double() @ w.double(), atol=1e-4)
+        assert torch.allclose(gw.double(), gy.double().reshape(-1, 6).t() @ z.double().reshape(-1, shape[-1]),
+                              atol=1e-3)
+
+
+def test_fused_path_covers_nfn_specs_and_diagonal_specs_fall_back(traced_arch):
+    """Every spec whose terms need no diagonal (MLPs, CNNs, ResNets, Transformers) takes the fused
+    node; a recurrent cell (``W_hh``: both axes on one group) takes the autograd path, ReLU included."""
+    from weightspace.nn import io_permutable
+
+    for name in ("resnet20", "tiny_transformer", "siren"):
+        _, _, spec = traced_arch(next(a for a in ARCHITECTURES if a.name == name))
+        assert EquivariantLinear(spec, 1, 2)._fused is not None
+    assert EquivariantLinear(io_permutable(spec), 1, 2)._fused is not None       # SIREN, NP
+    _, _, rnn = traced_arch(next(a for a in ARCHITECTURES if a.name == "recurrent"))
+    layer = EquivariantLinear(rnn, 2, 2, activation="relu").double()
+    assert layer._fused is None
+    report = assert_equivariant(layer, rnn, _features(rnn), kinds=PERM, trials=1, rtol=1e-8)
+    assert report.output_variation > 1e-3
+    x = _features(rnn)
+    plain = EquivariantLinear(rnn, 2, 2).double()
+    plain.load_state_dict(layer.state_dict())
+    assert all(torch.equal(layer(x)[n], torch.relu(plain(x)[n])) for n in rnn.weight_names)
+    with pytest.raises(ValueError, match="Pointwise"):
+        EquivariantLinear(spec, 1, 2, activation="tanh")
+
+
+def test_layer_trains_under_bf16_autocast():
+    """Under autocast the layer takes the autograd path (per-op casts), so bf16 training works."""
+    spec = ws.WeightSpaceSpec.mlp([3, 8, 2])
+    layer = EquivariantLinear(spec, 2, 4, activation="relu")
+    x = _features(spec, b=4, c=2).to(torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+        loss = sum(t.float().square().sum() for t in out.tensors.values())
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+               for p in layer.parameters())

@@ -27,6 +27,8 @@ from ..spec.errors import SpecError
 from ..spec.spec import WeightSpaceSpec
 from .basis import CONSTANT, Term, basis, cut_piece, paste_piece
 from .features import WeightSpaceFeatures
+from .fused import FusedLinear, FusedPlan, add_into
+from .mixing import channel_mix
 
 _LETTERS = string.ascii_lowercase + string.ascii_uppercase[:24]  # 'Y', 'Z' stay for channels, batch
 
@@ -124,12 +126,20 @@ class EquivariantLinear(nn.Module):
     pattern between every pair of tensor pieces, biases included when ``bias``).
 
     ``num_terms`` is the number of basis terms; each has its own ``[C_out * F_out, C_in * F_in]``
-    coefficient block (``F``: the piece's fixed entries, e.g. kernel taps)."""
+    coefficient block (``F``: the piece's fixed entries, e.g. kernel taps). ``activation="relu"``
+    applies ReLU to the output in place (the same map as a ``Pointwise(torch.relu)`` after the
+    layer, without its full-size temporary); ``fused=False`` forces the autograd path (see
+    :mod:`.fused`), which specs with diagonal terms and runs under autocast always take."""
 
-    def __init__(self, spec: WeightSpaceSpec, in_channels: int, out_channels: int, bias: bool = True):
+    def __init__(self, spec: WeightSpaceSpec, in_channels: int, out_channels: int, bias: bool = True, *,
+                 activation: str | None = None, fused: bool = True):
         super().__init__()
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
+        if activation not in (None, "relu"):
+            raise ValueError(f"activation must be None or 'relu', got {activation!r} (use a Pointwise module "
+                             f"after the layer for any other function)")
+        self.activation = activation
         self.spec, self.in_channels, self.out_channels = spec, in_channels, out_channels
         b = basis(spec, bias)
         self.pieces = b.pieces
@@ -153,6 +163,7 @@ class EquivariantLinear(nn.Module):
             self.groups.append((terms[0].dst, _Placement(terms[0]), inputs))
             fan_in[terms[0].dst] = fan_in.get(terms[0].dst, 0) + sum(w for *_, w in inputs)
         self.reduction_order = self._plan_reductions()
+        self._fused = FusedPlan(self) if fused and FusedPlan.applies(self) else None
         for dst, _, inputs in self.groups:
             rows = out_channels * self.pieces[dst].fixed_numel
             w = torch.randn(rows, sum(width for *_, width in inputs)) / math.sqrt(fan_in[dst])
@@ -190,33 +201,14 @@ class EquivariantLinear(nn.Module):
                 cut[i] = ref.new_ones(b, 1, dtype=dtype)
             else:
                 cut[i] = cut_piece(x.tensors[pc.param].movedim(1, -1).to(dtype), pc)   # channels last
-        reduced: dict[tuple, torch.Tensor] = {}
-        for key in self.reduction_order:
-            red = self.reductions[key]
-            reduced[key] = red(reduced[red.parent] if red.parent is not None else cut[red.src])
-        out_pieces: dict[int, list] = {}
-        for (dst, place, inputs), w in zip(self.groups, self.weights):
-            zs = []
-            for key, order, _ in inputs:
-                z = reduced[key]
-                if order != tuple(range(len(order))):
-                    z = z.permute(0, *[1 + i for i in order], z.dim() - 1)
-                zs.append(z)
-            z = torch.cat(zs, -1) if len(zs) > 1 else zs[0]
-            z = z * w[:, 0] if w.shape[1] == 1 else torch.matmul(z, w.t())   # channel mix
-            out_pieces.setdefault(dst, []).append(place(z))
-        for dst, ys in out_pieces.items():        # smallest first: broadcasts meet full size late
-            ys.sort(key=torch.Tensor.numel)
-            acc = ys[0]
-            for y in ys[1:-1]:
-                acc = acc + y
-            if len(ys) > 1:
-                last = ys[-1]
-                if last._base is None and last.shape == torch.broadcast_shapes(last.shape, acc.shape):
-                    acc = last.add_(acc)       # into the largest, a fresh product: one pass fewer
-                else:
-                    acc = acc + last
-            out_pieces[dst] = acc
+        if self._fused is not None and not torch.is_autocast_enabled(ref.device.type):   # autocast: per-op casts
+            n = len(self.pieces)
+            outs = FusedLinear.apply(self._fused, n, *[cut[i] for i in range(n)], *self.weights)
+            out_pieces = dict(zip(self._fused.dsts, outs))
+        else:
+            out_pieces = self._unfused(cut, b)
+            if self.activation == "relu":
+                out_pieces = {k: v.relu_() for k, v in out_pieces.items()}   # fresh sums: in place
         out = {}
         for name, owned in self.by_param.items():
             shape = self.spec[name].shape
@@ -233,6 +225,30 @@ class EquivariantLinear(nn.Module):
             out[name] = t.movedim(-1, 1)
         return WeightSpaceFeatures(self.spec, out)
 
+    def _unfused(self, cut: dict, b: int) -> dict[int, torch.Tensor]:
+        """The autograd path (any spec, diagonal terms included): reduce, mix, place, sum."""
+        reduced: dict[tuple, torch.Tensor] = {}
+        for key in self.reduction_order:
+            red = self.reductions[key]
+            reduced[key] = red(reduced[red.parent] if red.parent is not None else cut[red.src])
+        out_pieces: dict[int, list] = {}
+        for (dst, place, inputs), w in zip(self.groups, self.weights):
+            zs = []
+            for key, order, _ in inputs:
+                z = reduced[key]
+                if order != tuple(range(len(order))):
+                    z = z.permute(0, *[1 + i for i in order], z.dim() - 1)
+                zs.append(z)
+            z = torch.cat(zs, -1) if len(zs) > 1 else zs[0]
+            z = z * w[:, 0] if w.shape[1] == 1 else channel_mix(z, w)   # channel mix
+            out_pieces.setdefault(dst, []).append(place(z))
+        out = {}
+        for dst, ys in out_pieces.items():        # every y is a fresh product: sum in place
+            pc = self.pieces[dst]
+            out[dst] = add_into(ys, (b, *[pc.vaxes[k].size for k in pc.group_axes], self.out_channels * pc.fixed_numel))
+        return out
+
     def extra_repr(self) -> str:
-        return (f"{self.in_channels} -> {self.out_channels}, {self.num_terms} basis terms, "
+        act = f", then {self.activation}" if self.activation else ""
+        return (f"{self.in_channels} -> {self.out_channels}{act}, {self.num_terms} basis terms, "
                 f"{len(self.pieces)} pieces, {sum(p.numel() for p in self.parameters()):,} parameters")

@@ -79,10 +79,10 @@ class UNF(nn.Module):
         layers: list[nn.Module] = []
         prev = in_channels
         for c in channels:
-            layers.append(EquivariantLinear(spec, prev, c))
             if channel_norm:
-                layers.append(ChannelNorm(c))
-            layers.append(Pointwise(torch.relu))
+                layers += [EquivariantLinear(spec, prev, c), ChannelNorm(c), Pointwise(torch.relu)]
+            else:       # ReLU in place inside the layer; Identity keeps saved checkpoints' module indices
+                layers += [EquivariantLinear(spec, prev, c, activation="relu"), nn.Identity()]
             prev = c
         self.body = nn.Sequential(*layers)
         if out_features is None:

@@ -24,7 +24,6 @@ from ..spec.spec import WeightSpaceSpec
 from ..spec.types import GroupSpec, OpKind, Segment
 from .features import WeightSpaceFeatures
 from .linear import EquivariantLinear
-from .pointwise import Pointwise
 from .pool import InvariantPool
 
 INPUT, OUTPUT = "__input", "__output"
@@ -146,7 +145,8 @@ class NFN(nn.Module):
             pre.append(IOEmbedding(self.layer_spec, prev))
         layers: list[nn.Module] = []
         for c in channels:
-            layers += [EquivariantLinear(self.layer_spec, prev, c), Pointwise(torch.relu)]
+            # ReLU in place inside the layer; Identity keeps saved checkpoints' module indices
+            layers += [EquivariantLinear(self.layer_spec, prev, c, activation="relu"), nn.Identity()]
             prev = c
         self.body = nn.Sequential(*pre, *layers)
         if out_features is None:
