@@ -11,8 +11,9 @@ positional embeddings, dropout 0.2), and it is fed SIREN 2-32-32-1 weights in it
 
     python benchmarks/_neural_graphs_ref.py REPO '{"batch": 256, "threads": 2, "repeats": 2}'
 
-prints one JSON line: nets/s of forward + backward (cross-entropy on 10 random classes) and peak
-RSS above the resident memory after setup, as ``_measure.measure_step`` reports for ours.
+prints one JSON line: nets/s of forward + backward (cross-entropy on 10 random classes), nets per
+CPU-second, and peak RSS above the resident memory after setup, as ``bench_gmn.measure`` reports for
+ours.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def main(repo: str, cfg: dict) -> dict:
     import torch
     from omegaconf import OmegaConf
 
-    from _measure import measure_step
+    from bench_gmn import measure
 
     torch.set_num_threads(cfg["threads"])
     torch.manual_seed(0)
@@ -59,7 +60,7 @@ def main(repo: str, cfg: dict) -> dict:
         out = model((weights, biases))
         torch.nn.functional.cross_entropy(out, labels).backward()
 
-    return measure_step(step, model, b, cfg["repeats"])
+    return measure(step, model, b, cfg["repeats"])
 
 
 if __name__ == "__main__":

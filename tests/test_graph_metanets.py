@@ -189,3 +189,65 @@ def test_small_nggnn_overfits_64_labeled_sirens():
     with torch.no_grad():
         acc = (model(space).argmax(1) == labels).float().mean().item()
     assert acc == 1.0, f"training accuracy {acc:.2f} after {step + 1} steps"
+
+
+# ----------------------------------------------------------------------------------------- chunked edges
+
+
+class _StemNet(torch.nn.Module):
+    """A 7x7 stem (49 entries per edge) before many single-weight edges."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(2, 4, 7, padding=3)
+        self.mix = torch.nn.Conv2d(4, 12, 1)
+        self.head = torch.nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.mix(torch.relu(self.stem(x)))).mean((2, 3)))
+
+
+@pytest.fixture
+def chunked(monkeypatch):
+    """``(spec, WeightSpace of 2 networks)`` whose graph splits each 7x7 kernel into 49 parallel edges
+    (``edge_part`` 0..48): the padding bound is forced small, as for ResNet-50's stem at full size."""
+    import weightspace.graph.plan as plan_module
+    monkeypatch.setattr(plan_module, "SPLIT_MIN_SLOTS", 0)
+    torch.manual_seed(0)
+    net = _StemNet().double()
+    spec = ws.WeightSpaceSpec.from_module(net, torch.randn(1, 2, 9, 9, dtype=torch.float64))
+    assert int(plan_module.graph_plan(spec).edge_part.max()) == 48
+    nets = [{k: v + 0.1 * torch.randn_like(v) for k, v in net.state_dict().items()} for _ in range(2)]
+    return spec, ws.WeightSpace.from_state_dicts(nets, spec)
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_models_stay_invariant_on_graphs_with_chunked_edges(kind, chunked):
+    spec, space = chunked
+    report = assert_invariant(_model(kind, 3), spec, space, kinds=PERM, rtol=1e-8)
+    assert not report.constant
+    assert_equivariant(_model("gmn", None), spec, space, kinds=PERM, rtol=1e-8)
+
+
+def test_edge_part_code_is_read_only_where_edges_are_split(chunked, traced_arch):
+    spec, space = chunked
+    model = _model("gmn", 3)
+    graph = ws.to_graph(space)
+    part = graph.edge_part
+    out = model(graph)
+    for dtype in (torch.int8, torch.int16, torch.int32, torch.int64):   # any integer dtype
+        graph.edge_part = part.to(dtype)
+        torch.testing.assert_close(model(graph), out, rtol=0, atol=0)
+    graph.edge_part = (49 - part.long()) % 49                            # another numbering of the chunks
+    assert not torch.allclose(model(graph), out, rtol=1e-6, atol=1e-8), "the part numbering must be read"
+    model.edge_encoder.edge_part = False
+    ignored = model(graph)
+    graph.edge_part = part
+    torch.testing.assert_close(model(graph), ignored, rtol=0, atol=0)
+    assert not torch.allclose(ignored, out, rtol=1e-6, atol=1e-8)
+    # graphs without chunks (every part 0) encode exactly as without the feature
+    _, plain = _space(traced_arch, "vgg_bn")
+    model = _model("gmn", 3)                                             # input widths of this graph
+    on = model(plain)
+    model.edge_encoder.edge_part = False
+    assert torch.equal(model(plain), on)

@@ -12,15 +12,18 @@ Design decisions:
   is the bulk of the speed on large graphs.
 * :class:`NGGNNLayer` (Neural Graphs' NG-GNN) aggregates with PNA's mean / min / max / std and the
   identity and logarithmic-degree amplification scalers (``log(deg + 1)``; PNA divides by the
-  training set's mean log-degree, which the learned update absorbs), by CSR segment reductions
-  (:class:`Adjacency`, :func:`segment_aggregate`) rather than PyG's scatter-based aggregation.
+  training set's mean log-degree, which the learned update absorbs), by reductions over blocks of
+  receivers of equal in-degree (:func:`~.fused.block_aggregate`) rather than PyG's scatter-based
+  aggregation (``scatter_reduce`` / ``segment_reduce`` min / max are 10-40x slower on CPU).
   :class:`GMNLayer` (Graph Metanetworks) is the edge-centric graph-network block: edges first,
   nodes take the mean of their updated in- and out-edges. :class:`RelationalAttention` (NG-T) is
   sparse attention over the graph's edges: see its docstring.
+* Every per-edge MLP (NG-GNN's messages, all edge updates) runs in chunks of edges and is recomputed
+  in the backward pass (:mod:`.fused`; :class:`GraphPlans` once per graph): at batch 256 an
+  ``[M, H]`` tensor is tens of MB, and faulting fresh ones in from the OS cost as much as the
+  arithmetic. A layer allocates one ``[M, H]`` tensor forward (its new edge states) and keeps none.
 * :class:`GMNLayer` and :class:`RelationalAttention` are ``torch_geometric.nn.MessagePassing``
   layers (mean aggregation; ``torch_geometric.utils.softmax``).
-* On CPU, at batch 256 the ``[M, H]`` edge tensors are tens of MB: allocating them (page faults)
-  costs as much as computing them, so sums into fresh tensors are done in place where autograd allows.
 * LayerNorm on nodes and edges (per element; never across graphs, so each graph of a batch is
   processed exactly as alone, and nothing depends on the batch composition).
 """
@@ -30,14 +33,19 @@ import math
 from typing import NamedTuple, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import softmax
 
+from .fused import ChunkPlan, EdgeUpdate, MessageAggregate, chunk_size, edge_chunks
+
 
 class _PairMLP(nn.Module):
     """``MLP([h_i, h_j, e_ij])`` for every edge, as ``W2 act(A h_i + B h_j + C e_ij)``; ``h_i`` is the
-    state of ``index_i`` (the receiver), ``h_j`` of ``index_j``."""
+    state of the receiver, ``h_j`` of the sender. Never materialized per edge: :meth:`aggregate_pass` and
+    :meth:`update` run it in chunks of edges (:mod:`.fused`), keeping no per-edge tensor for the
+    backward pass."""
 
     def __init__(self, hidden: int, out: int | None = None):
         super().__init__()
@@ -45,65 +53,38 @@ class _PairMLP(nn.Module):
         self.edges = nn.Linear(hidden, hidden)
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, out or hidden))
 
-    def forward(self, h: torch.Tensor, e: torch.Tensor, index_i: torch.Tensor, index_j: torch.Tensor) -> torch.Tensor:
+    def _params(self) -> tuple[torch.Tensor, ...]:
+        return self.edges.weight, self.edges.bias, self.out[1].weight, self.out[1].bias
+
+    def aggregate_pass(self, h: torch.Tensor, plan: ChunkPlan, aggregators: Sequence[str]) -> tuple:
+        """The pass (:func:`~.fused.edge_chunks`) of the messages along ``plan`` (``reduce="nodes"``;
+        receiver ``i``), aggregated per receiver -> ``[N, len(aggregators) * out]`` (0 for receivers
+        without edges)."""
         a, b = self.nodes(h).chunk(2, -1)
-        x = self.edges(e)                # in place below: fewer [M, H] allocations (addmm keeps no output)
-        return self.out(x.add_(a.index_select(0, index_i)).add_(b.index_select(0, index_j)))
+        return plan, MessageAggregate(aggregators), len(aggregators) * self.out[1].out_features, a, b, self._params()
+
+    def update(self, h: torch.Tensor, e: torch.Tensor, plan: ChunkPlan, norm: nn.LayerNorm) -> torch.Tensor:
+        """``norm(e + MLP(h_recv, h_send, e))`` along ``plan`` (``reduce="edges"``), in chunks."""
+        a, b = self.nodes(h).chunk(2, -1)
+        (out,) = edge_chunks(e, (plan, EdgeUpdate(norm.eps), e.shape[-1], a, b, (*self._params(), norm.weight,
+                                                                               norm.bias)))
+        return out
 
 
-class Adjacency(NamedTuple):
-    """One direction of a graph's edges in CSR order: edge ``k`` of the sorted list goes from
-    ``send[k]`` to ``recv[k]`` (``recv`` non-decreasing); ``order`` maps sorted positions to the
-    original edges (None when they were sorted already); ``lengths [N]`` counts each node's edges."""
+class GraphPlans(NamedTuple):
+    """A graph's chunk plans, computed once per graph and shared by all layers: messages along the
+    edges, against them, and per-edge updates (:class:`~.fused.ChunkPlan`)."""
 
-    send: torch.Tensor
-    recv: torch.Tensor
-    order: torch.Tensor | None
-    lengths: torch.Tensor
+    forward: ChunkPlan
+    backward: ChunkPlan
+    edges: ChunkPlan
 
     @classmethod
-    def of(cls, edge_index: torch.Tensor, num_nodes: int, reverse: bool = False) -> "Adjacency":
-        send, recv = (edge_index[1], edge_index[0]) if reverse else (edge_index[0], edge_index[1])
-        order = None
-        if recv.numel() > 1 and not bool((recv[1:] >= recv[:-1]).all()):
-            order = torch.argsort(recv, stable=True)
-            send, recv = send[order], recv[order]
-        return cls(send, recv, order, torch.bincount(recv, minlength=num_nodes))
-
-    def edges(self, e: torch.Tensor) -> torch.Tensor:
-        """Edge states in this direction's sorted order."""
-        return e if self.order is None else e.index_select(0, self.order)
-
-
-def segment_aggregate(msg: torch.Tensor, lengths: torch.Tensor, aggregators: Sequence[str]) -> torch.Tensor:
-    """``[M, H]`` messages sorted by receiver -> ``[N, A * H]``: each aggregator over each receiver's
-    messages (``torch.segment_reduce``; 0 for nodes without messages). ``std`` is
-    ``sqrt(max(E[m^2] - E[m]^2, 0) + 1e-5)`` as in PyG's ``StdAggregation``."""
-    empty = (lengths == 0).unsqueeze(-1)
-    count = lengths.clamp_min(1).unsqueeze(-1).to(msg.dtype)
-    cache: dict[str, torch.Tensor] = {}
-
-    def mean():
-        if "mean" not in cache:
-            cache["mean"] = torch.segment_reduce(msg, "sum", lengths=lengths, unsafe=True) / count
-        return cache["mean"]
-
-    out = []
-    for a in aggregators:
-        if a == "mean":
-            out.append(mean())
-        elif a == "sum":
-            out.append(torch.segment_reduce(msg, "sum", lengths=lengths, unsafe=True))
-        elif a in ("max", "min"):
-            r = torch.segment_reduce(msg, a, lengths=lengths, unsafe=True)
-            out.append(torch.where(empty, torch.zeros((), dtype=msg.dtype), r))
-        elif a in ("std", "var"):
-            sq = torch.segment_reduce(msg.square(), "sum", lengths=lengths, unsafe=True) / count
-            var = (sq - mean().square()).clamp_min(0)
-            out.append(var if a == "var" else (var + 1e-5).sqrt().masked_fill(empty, 0))
-        else:
-            raise ValueError(f"unknown aggregator {a!r} (mean, sum, min, max, std, var)")
-    return torch.cat(out, -1)
+    @torch.compiler.disable
+    def of(cls, edge_index: torch.Tensor, num_nodes: int, hidden: int, dtype: torch.dtype) -> "GraphPlans":
+        chunk = chunk_size(hidden, dtype.itemsize)
+        return cls(ChunkPlan.nodes(edge_index, num_nodes, chunk), ChunkPlan.nodes(edge_index, num_nodes, chunk, True),
+                   ChunkPlan.edges(edge_index, chunk))
 
 
 class NGGNNLayer(nn.Module):
@@ -113,14 +94,14 @@ class NGGNNLayer(nn.Module):
     aggregates both with ``aggregators`` x scalers (identity, ``log(deg + 1)``), then
     ``h' = LN(h + MLP(h, aggregates))`` and ``e' = LN(e + MLP(h'_dst, h'_src, e))``.
 
-    Aggregation is by CSR segment reductions over receiver-sorted messages (:class:`Adjacency`,
-    computed once per graph and shared by all layers) rather than PyG's scatter-based aggregation
-    modules: min / max / std by ``scatter_reduce`` cost 2-3x more, forward and backward, on CPU."""
+    Aggregation is over blocks of receivers of equal in-degree, their messages computed chunk by
+    chunk and recomputed in the backward pass (:class:`GraphPlans`, computed once per graph and
+    shared by all layers; :mod:`.fused`)."""
 
     def __init__(self, hidden: int, aggregators: Sequence[str] = ("mean", "min", "max", "std"),
                  edge_update: bool = True):
         super().__init__()
-        self.aggregators = tuple(aggregators)
+        self.aggregators = MessageAggregate(aggregators).aggregators        # checked here, not at first use
         self.msg = nn.ModuleList([_PairMLP(hidden), _PairMLP(hidden)])
         width = hidden * (1 + 2 * 2 * len(self.aggregators))
         self.update_mlp = nn.Sequential(nn.Linear(width, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
@@ -129,18 +110,25 @@ class NGGNNLayer(nn.Module):
         self.edge_norm = nn.LayerNorm(hidden) if edge_update else None
 
     def forward(self, h: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor,
-                adjacency: tuple[Adjacency, Adjacency] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        n = h.shape[0]
-        if adjacency is None:
-            adjacency = (Adjacency.of(edge_index, n), Adjacency.of(edge_index, n, reverse=True))
-        parts = [h]
-        for mlp, adj in zip(self.msg, adjacency):
-            msg = mlp(h, adj.edges(e), adj.recv, adj.send)
-            agg = segment_aggregate(msg, adj.lengths, self.aggregators)
-            parts += [agg, agg * torch.log1p(adj.lengths.to(h.dtype)).unsqueeze(-1)]
-        h = self.node_norm(h + self.update_mlp(torch.cat(parts, -1)))
+                plans: GraphPlans | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if plans is None:
+            plans = GraphPlans.of(edge_index, h.shape[0], h.shape[-1], h.dtype)
+        # update_mlp's first Linear on [h, agg_f, s_f agg_f, agg_b, s_b agg_b] (s: the amplification
+        # scaler, one number per node), taken part by part: (s agg) W^T = s (agg W^T), and the
+        # [N, 17 H] concatenation (37 MB at batch 256, faulted in fresh every layer) never exists
+        first = self.update_mlp[0]
+        hidden = h.shape[-1]
+        width = hidden * len(self.aggregators)
+        w_h, *w_dirs = first.weight.split([hidden] + [2 * width] * 2, -1)
+        x = F.linear(h, w_h, first.bias)
+        passes = [mlp.aggregate_pass(h, plan, self.aggregators) for mlp, plan in zip(self.msg, plans[:2])]
+        aggs = edge_chunks(e, *passes)                # both directions: one [M, H] gradient for e
+        for agg, plan, w in zip(aggs, plans[:2], w_dirs):
+            plain, scaled = F.linear(agg, torch.cat(w.split(width, -1))).chunk(2, -1)
+            x = x + plain + scaled * torch.log1p(plan.lengths.to(h.dtype)).unsqueeze(-1)
+        h = self.node_norm(h + self.update_mlp[1:](x))
         if self.edge_mlp is not None:
-            e = self.edge_norm(e + self.edge_mlp(h, e, edge_index[1], edge_index[0]))
+            e = self.edge_mlp.update(h, e, plans.edges, self.edge_norm)
         return h, e
 
 
@@ -157,7 +145,8 @@ class GMNLayer(MessagePassing):
 
     def forward(self, h: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = h.shape[0]
-        e = self.edge_norm(e + self.edge_mlp(h, e, edge_index[1], edge_index[0]))
+        e = self.edge_mlp.update(h, e, ChunkPlan.edges(edge_index, chunk_size(h.shape[-1], h.dtype.itemsize)),
+                                 self.edge_norm)
         incoming = self.propagate(edge_index, m=e, size=(n, n))
         outgoing = self.propagate(edge_index.flip(0), m=e, size=(n, n))
         h = self.node_norm(h + self.node_mlp(torch.cat([h, incoming, outgoing], -1)))
@@ -208,7 +197,8 @@ class RelationalAttention(MessagePassing):
         h = self.norm1(h + self.o(out.reshape(n, self.hidden)))
         h = self.norm2(h + self.ffn(h))
         if self.edge_mlp is not None:
-            e = self.edge_norm(e + self.edge_mlp(h, e, dst, src))
+            e = self.edge_mlp.update(h, e, ChunkPlan.edges(edge_index, chunk_size(self.hidden, h.dtype.itemsize)),
+                                     self.edge_norm)
         return h, e
 
     def message(self, q_i, k_j, v_j, k_off, v_off, index, size_i):

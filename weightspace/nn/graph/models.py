@@ -26,7 +26,7 @@ from ...graph.build import from_graph, to_graph
 from ...space import WeightSpace
 from ...spec.errors import SpecError
 from .encode import EdgeEncoder, NodeEncoder
-from .layers import Adjacency, GMNLayer, NGGNNLayer, RelationalAttention
+from .layers import GMNLayer, GraphPlans, NGGNNLayer, RelationalAttention
 from .readout import EquivariantHead, InvariantReadout
 
 
@@ -128,10 +128,9 @@ class NGGNN(GraphMetanet):
 
     def embed(self, graph) -> tuple[torch.Tensor, torch.Tensor]:
         h, e = self.node_encoder(graph), self.edge_encoder(graph)
-        n = h.shape[0]
-        adjacency = (Adjacency.of(graph.edge_index, n), Adjacency.of(graph.edge_index, n, reverse=True))
+        plans = GraphPlans.of(graph.edge_index, h.shape[0], self.hidden, h.dtype)
         for layer in self.layers:
-            h, e = layer(h, e, graph.edge_index, adjacency)
+            h, e = layer(h, e, graph.edge_index, plans)
         return h, e
 
 
