@@ -83,24 +83,42 @@ class FusedPlan:
             all(place.view is not None for _, place, _ in layer.groups)
 
 
+def reduce_all(reductions: dict, order: list, cut) -> dict[tuple, torch.Tensor]:
+    """Every reduction of the layer's input pieces, each from its parent when it has one (a mean of
+    means), in ``order``."""
+    reduced: dict[tuple, torch.Tensor] = {}
+    for key in order:
+        red = reductions[key]
+        reduced[key] = red(reduced[red.parent] if red.parent is not None else cut[red.src])
+    return reduced
+
+
+def concat_inputs(reduced: dict[tuple, torch.Tensor], inputs) -> torch.Tensor:
+    """A group's inputs ``[(key, axis order, width)]``, axes put in the group's order, concatenated
+    along channels: ``[B, *group axes, K]``."""
+    parts = []
+    for key, order, _ in inputs:
+        z = reduced[key]
+        if order != tuple(range(len(order))):
+            z = z.permute(0, *[1 + i for i in order], z.dim() - 1)
+        parts.append(z)
+    return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+
+
+def mix(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``z [..., K] -> [..., M]`` by ``w [M, K]``: an outer product when ``K = 1``, else :func:`channel_mix`."""
+    return z * w[:, 0] if w.shape[1] == 1 else channel_mix(z, w)
+
+
 def _forward_mixes(plan: FusedPlan, cut: list[torch.Tensor], weights):
     """Per mix: the concatenated inputs ``z``; per group: its product, shaped for broadcasting."""
-    reduced: dict[tuple, torch.Tensor] = {}
-    for key in plan.order:
-        red = plan.reductions[key]
-        reduced[key] = red(reduced[red.parent] if red.parent is not None else cut[red.src])
+    reduced = reduce_all(plan.reductions, plan.order, cut)
     zs, ys = [], [None] * len(plan.groups)
     for inputs, members in plan.mixes:
-        parts = []
-        for key, order, _ in inputs:
-            z = reduced[key]
-            if order != tuple(range(len(order))):
-                z = z.permute(0, *[1 + i for i in order], z.dim() - 1)
-            parts.append(z)
-        z = torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+        z = concat_inputs(reduced, inputs)
         for g in members:
             w, view = weights[g], plan.groups[g][1]
-            y = z * w[:, 0] if w.shape[1] == 1 else channel_mix(z, w)
+            y = mix(z, w)
             ys[g] = y if list(y.shape[1:-1]) == view else y.reshape(y.shape[0], *view, y.shape[-1])
         zs.append(z)
     return zs, ys

@@ -27,8 +27,7 @@ from ..spec.errors import SpecError
 from ..spec.spec import WeightSpaceSpec
 from .basis import CONSTANT, Term, basis, cut_piece, paste_piece
 from .features import WeightSpaceFeatures
-from .fused import FusedLinear, FusedPlan, add_into
-from .mixing import channel_mix
+from .fused import FusedLinear, FusedPlan, add_into, concat_inputs, mix, reduce_all
 
 _LETTERS = string.ascii_lowercase + string.ascii_uppercase[:24]  # 'Y', 'Z' stay for channels, batch
 
@@ -227,21 +226,10 @@ class EquivariantLinear(nn.Module):
 
     def _unfused(self, cut: dict, b: int) -> dict[int, torch.Tensor]:
         """The autograd path (any spec, diagonal terms included): reduce, mix, place, sum."""
-        reduced: dict[tuple, torch.Tensor] = {}
-        for key in self.reduction_order:
-            red = self.reductions[key]
-            reduced[key] = red(reduced[red.parent] if red.parent is not None else cut[red.src])
+        reduced = reduce_all(self.reductions, self.reduction_order, cut)
         out_pieces: dict[int, list] = {}
         for (dst, place, inputs), w in zip(self.groups, self.weights):
-            zs = []
-            for key, order, _ in inputs:
-                z = reduced[key]
-                if order != tuple(range(len(order))):
-                    z = z.permute(0, *[1 + i for i in order], z.dim() - 1)
-                zs.append(z)
-            z = torch.cat(zs, -1) if len(zs) > 1 else zs[0]
-            z = z * w[:, 0] if w.shape[1] == 1 else channel_mix(z, w)   # channel mix
-            out_pieces.setdefault(dst, []).append(place(z))
+            out_pieces.setdefault(dst, []).append(place(mix(concat_inputs(reduced, inputs), w)))
         out = {}
         for dst, ys in out_pieces.items():        # every y is a fresh product: sum in place
             pc = self.pieces[dst]
