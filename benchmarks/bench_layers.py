@@ -2,9 +2,15 @@
 
 Forward + backward of a stack of equivariant linear layers (ReLU between, applied in place inside
 each layer as UNF and NFN models do; `--relu-module` puts a separate `Pointwise(torch.relu)` after
-each layer instead; mean-squared output as the loss) on batches of SIREN 2-32-32-1 weight sets,
+each layer instead) on batches of SIREN 2-32-32-1 weight sets,
 side by side with `nfn`'s NPLinear / HNPLinear at equal width, each configuration in a fresh
 subprocess (peak RSS during the steps above the resident memory after setup).
+
+The loss is the mean of each output tensor (``--loss mean``, the default): what an invariant head's
+pooling does with the last layer's output (its backward is a broadcast), so the step times the layers.
+``--loss square`` (the mean square of each output, the earlier setting) adds a consumer that is not
+layer work: three full-size elementwise passes on each output and a full-size gradient, on both
+sides, which at 16 channels is a third of a step and compresses the ratio toward 1.
 `nfn` is the NFN paper's own package; it is installed only in the benchmark's environment
 (`make bench-layers`), never a dependency of weightspace. Without it, the table has our rows only.
 
@@ -72,6 +78,10 @@ def _ours_stack(spec, layers, width, fused_relu=True):
     return torch.nn.Sequential(*mods)
 
 
+def _loss(t, cfg: dict):
+    return t.square().mean() if cfg.get("loss") == "square" else t.mean()
+
+
 def run_one(cfg: dict) -> dict:
     """One configuration, in this (fresh) process: networks/s of forward + backward, peak RSS."""
     import torch
@@ -108,7 +118,7 @@ def run_one(cfg: dict) -> dict:
         def step():
             feats, leaves = _nfn_inputs(batch, 1, gen)
             out = model(feats)
-            loss = sum(t.square().mean() for t in (*out.weights, *out.biases))
+            loss = sum(_loss(t, cfg) for t in (*out.weights, *out.biases))
             loss.backward()
     else:
         import weightspace as ws
@@ -123,7 +133,7 @@ def run_one(cfg: dict) -> dict:
                 x = WeightSpaceFeatures(spec, {n: torch.randn(batch, 1, *spec[n].shape, generator=gen,
                                                               requires_grad=True) for n in spec.weight_names})
                 out = model(x)
-                sum(t.square().mean() for t in out.tensors.values()).backward()
+                sum(_loss(t, cfg) for t in out.tensors.values()).backward()
         else:
             from weightspace.models import TinyTransformer, resnet20
 
@@ -200,6 +210,8 @@ def main() -> None:
     ap.add_argument("--wide-only", action="store_true", help="only the 3 x 512 rows and the channel-mixing bound")
     ap.add_argument("--relu-module", action="store_true",
                     help="our rows with a separate Pointwise(torch.relu) module after each layer")
+    ap.add_argument("--loss", choices=("mean", "square"), default="mean",
+                    help="mean of each output (a pooling head's consumer; default) or its mean square")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -218,7 +230,8 @@ def main() -> None:
     for layers, width, batch, repeats in sizes:
         for mode in ("np", "hnp"):
             base = {"mode": mode, "layers": layers, "width": width, "batch": batch, "repeats": repeats,
-                    "threads": args.threads, "arch": "siren", "relu_module": args.relu_module}
+                    "threads": args.threads, "arch": "siren", "relu_module": args.relu_module,
+                    "loss": args.loss}
             ref = in_subprocess({**base, "impl": "nfn"}) if have_nfn else None
             ours = in_subprocess({**base, "impl": "ours"})
             rows.append((f"SIREN 2-32-32-1, {layers} x {width} ch, {mode.upper()}, batch {batch}", ours, ref))
@@ -251,7 +264,7 @@ def main() -> None:
     res = span_check()
     if res is not None:
         print(f"\nnfn's NPLinear in the span of our NP layer: relative least-squares residual {res:.2e}")
-    print(f"(threads {args.threads}, torch {__import__('torch').__version__}, pid {os.getpid()})")
+    print(f"(threads {args.threads}, loss {args.loss}, torch {__import__('torch').__version__}, pid {os.getpid()})")
 
 
 if __name__ == "__main__":
