@@ -126,7 +126,9 @@ class FitWorkers:
             if p.is_alive():
                 p.kill()
                 p.join(1.0)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        # wait for the executor's manager thread too: it reaps the same (now dead) workers, and until it
+        # has recorded their exit codes a process it reaped reads as alive from any other thread
+        self._pool.shutdown(wait=True, cancel_futures=True)
         self._queue.close()
 
     def __enter__(self) -> "FitWorkers":
