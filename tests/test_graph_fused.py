@@ -112,3 +112,14 @@ def test_max_ties_share_the_gradient():
 def test_unknown_aggregator_is_refused():
     with pytest.raises(ValueError, match="unknown aggregator 'median'"):
         NGGNN(hidden=8, layers=1, aggregators=("mean", "median"))
+
+
+def test_chunks_are_small_on_cpu_and_large_on_accelerators():
+    """CPU chunks keep temporaries near CHUNK_BYTES per thread (cache-resident, no page faults); on an
+    accelerator (a caching allocator) chunks are DEVICE_CHUNK_BYTES, a few kernel launches per layer."""
+    from weightspace.nn.graph.fused import CHUNK_BYTES, DEVICE_CHUNK_BYTES, chunk_size
+
+    cpu = chunk_size(32, 4, "cpu")
+    assert cpu * 32 * 4 <= CHUNK_BYTES * torch.get_num_threads()
+    assert chunk_size(32, 4, "cuda") * 32 * 4 == DEVICE_CHUNK_BYTES > cpu * 32 * 4
+    assert chunk_size(32, 4) == cpu

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 CHUNK_BYTES = 2 ** 20            # ~1 MB per chunk temporary: heap-allocated, cache-resident
+DEVICE_CHUNK_BYTES = 2 ** 28     # on GPUs: few, large chunks (the caching allocator makes no page faults)
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,13 @@ class ChunkPlan:
         return e_c, a.index_select(0, self.recv[s:t]), b.index_select(0, self.send[s:t])
 
 
-def chunk_size(hidden: int, itemsize: int) -> int:
-    """Edges per chunk so that one ``[chunk, hidden]`` temporary is about ``CHUNK_BYTES`` per intra-op
-    thread (with more threads, fewer and larger parallel ops: each one is a synchronization)."""
+def chunk_size(hidden: int, itemsize: int, device: torch.device | str | None = None) -> int:
+    """Edges per chunk. On CPU one ``[chunk, hidden]`` temporary is about ``CHUNK_BYTES`` per intra-op
+    thread (with more threads, fewer and larger parallel ops: each one is a synchronization). On an
+    accelerator, where allocation is a cached pool and every chunk is a few kernel launches, chunks
+    are ``DEVICE_CHUNK_BYTES``: the recomputation still keeps per-edge tensors out of the backward."""
+    if device is not None and torch.device(device).type != "cpu":
+        return max(256, DEVICE_CHUNK_BYTES // max(hidden * itemsize, 1))
     return max(256, CHUNK_BYTES * torch.get_num_threads() // max(hidden * itemsize, 1))
 
 

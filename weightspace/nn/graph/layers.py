@@ -82,7 +82,7 @@ class GraphPlans(NamedTuple):
     @classmethod
     @torch.compiler.disable
     def of(cls, edge_index: torch.Tensor, num_nodes: int, hidden: int, dtype: torch.dtype) -> "GraphPlans":
-        chunk = chunk_size(hidden, dtype.itemsize)
+        chunk = chunk_size(hidden, dtype.itemsize, edge_index.device)
         return cls(ChunkPlan.nodes(edge_index, num_nodes, chunk), ChunkPlan.nodes(edge_index, num_nodes, chunk, True),
                    ChunkPlan.edges(edge_index, chunk))
 
@@ -145,7 +145,7 @@ class GMNLayer(MessagePassing):
 
     def forward(self, h: torch.Tensor, e: torch.Tensor, edge_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = h.shape[0]
-        e = self.edge_mlp.update(h, e, ChunkPlan.edges(edge_index, chunk_size(h.shape[-1], h.dtype.itemsize)),
+        e = self.edge_mlp.update(h, e, ChunkPlan.edges(edge_index, chunk_size(h.shape[-1], h.dtype.itemsize, h.device)),
                                  self.edge_norm)
         incoming = self.propagate(edge_index, m=e, size=(n, n))
         outgoing = self.propagate(edge_index.flip(0), m=e, size=(n, n))
@@ -197,8 +197,8 @@ class RelationalAttention(MessagePassing):
         h = self.norm1(h + self.o(out.reshape(n, self.hidden)))
         h = self.norm2(h + self.ffn(h))
         if self.edge_mlp is not None:
-            e = self.edge_mlp.update(h, e, ChunkPlan.edges(edge_index, chunk_size(self.hidden, h.dtype.itemsize)),
-                                     self.edge_norm)
+            chunks = ChunkPlan.edges(edge_index, chunk_size(self.hidden, h.dtype.itemsize, h.device))
+            e = self.edge_mlp.update(h, e, chunks, self.edge_norm)
         return h, e
 
     def message(self, q_i, k_j, v_j, k_off, v_off, index, size_i):
