@@ -97,26 +97,9 @@ def _features(plan: GraphPlan, weights: WeightSpace | torch.Tensor) -> tuple[tor
 
 def _extended(plan: GraphPlan, space: WeightSpace) -> torch.Tensor:
     """``plan.extend(space.flatten())`` without the intermediate flat copy (one full-size buffer)."""
-    b, names = space.batch_size, space.spec.weight_names
-    dtype = _dtype([space[n] for n in names])
-    p, c = plan.num_weights, plan.constants.numel()
-    ext = torch.empty(b, p + 1 + c, dtype=dtype, device=space[names[0]].device if names else None)
-    off = 0
-    for name in names:
-        t = space[name].reshape(b, -1)
-        ext[:, off:off + t.shape[1]] = t
-        off += t.shape[1]
-    ext[:, p] = 0
-    ext[:, p + 1:] = plan.constants.to(ext)
-    return ext
-
-
-def _dtype(tensors: list[torch.Tensor]) -> torch.dtype:
-    """The dtype ``torch.cat`` of these tensors gives (float32 when there are none)."""
-    dtype = tensors[0].dtype if tensors else torch.float32
-    for t in tensors[1:]:
-        dtype = torch.promote_types(dtype, t.dtype)
-    return dtype
+    b = space.batch_size
+    blocks = [space[n].reshape(b, -1) for n in space.spec.weight_names]
+    return plan.extend(blocks if blocks else space.flatten())
 
 
 def _buffers(space: WeightSpace, plan: GraphPlan) -> torch.Tensor:

@@ -9,7 +9,9 @@ What each dataflow op contributes is in :mod:`weightspace.graph.rules`; this mod
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -87,12 +89,25 @@ class GraphPlan:
             dst.write(out[1, a:a + dst.n])
         return out
 
-    def extend(self, flat: torch.Tensor) -> torch.Tensor:
+    def extend(self, flat: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """``[B, P]`` weights -> ``[B, P + 1 + C]``: weights, a zero, the constants. Every node and edge
-        slot is then one column of this (``x_src`` / ``e_src``): building features is one gather."""
-        b = flat.shape[0]
-        tail = torch.cat([flat.new_zeros(1), self.constants.to(flat)])
-        return torch.cat([flat, tail.expand(b, -1)], dim=1)
+        slot is then one column of this (``x_src`` / ``e_src``): building features is one gather.
+        ``flat`` may also be the weights as ``[B, n_i]`` blocks (``sum n_i = P``), written straight
+        into the one buffer (no flat copy first); the dtype is ``torch.cat``'s. (The copy plan extends
+        a sub-vector of the weights the same way: the zero and constants follow whatever comes first.)"""
+        blocks = [flat] if torch.is_tensor(flat) else list(flat)
+        if not blocks:
+            raise ValueError("extend needs the weights: a [B, P] tensor or a non-empty list of [B, n_i] blocks")
+        dtype = functools.reduce(torch.promote_types, (t.dtype for t in blocks))
+        b, p = blocks[0].shape[0], sum(t.shape[1] for t in blocks)
+        ext = torch.empty(b, p + 1 + self.constants.numel(), dtype=dtype, device=blocks[0].device)
+        off = 0
+        for t in blocks:
+            ext[:, off:off + t.shape[1]] = t
+            off += t.shape[1]
+        ext[:, p] = 0
+        ext[:, p + 1:] = self.constants.to(ext)
+        return ext
 
 
 def graph_plan(spec: WeightSpaceSpec) -> GraphPlan:
