@@ -16,7 +16,8 @@ picked with ``--model``: ``flat-mlp`` (``weightspace.nn.FlatMLP``, an MLP on the
 the baseline of DWSNets / NFN tables), ``unf`` (``weightspace.nn.UNF``, equivariant layers) or
 ``nfn-np`` (NFN's NP layers with IO embeddings), ``nggnn`` (a graph metanetwork, ``weightspace.nn.NGGNN``),
 or ``nggnn-probe`` / ``gmn-probe`` (graph metanetworks with 64 probe features, hidden 32, 2 layers:
-the digits-INR reproduction's setting, the models that learn this zoo).
+the digits-INR reproduction's setting, the models that learn this zoo), or ``unf-probe`` (equivariant
+layers, 2 x 32 channels, reading the same 64 probe features as input channels: ``UNF(..., probe=64)``).
 Augmentations act on the raw weights; per-tensor normalization (training-split statistics) follows
 inside the model (probe features are computed from the raw, augmented weights).
 Training runs on one thread by default (robust on a shared 2-core machine; ``--threads``).
@@ -99,13 +100,27 @@ def _probed(name: str):
     return factory
 
 
+UNF_PROBE = {"channels": (32, 32), "probe": 64}
+
+
+def _unf_probed(spec, num_classes, norm, zoo):
+    """UNF with the same probe features as the graph metanetworks (``UNF(..., probe=64)``: each entry's
+    channels carry the values of the neurons it connects on 64 pixel-grid probes), 2 x 32 channels."""
+    from weightspace.train.data import zoo_evaluator
+    from weightspace.train.models import build_model
+
+    return build_model("unf", spec, num_classes, norm, torch.Generator().manual_seed(torch.initial_seed()),
+                       zoo_evaluator(zoo.manifest), **UNF_PROBE)
+
+
 def _on_normalized(factory):
     return lambda spec, num_classes, norm, zoo: _Normalized(factory(spec, num_classes), norm)
 
 
 # name -> factory(spec, num_classes, norm, zoo) -> module(raw WeightSpace) -> logits
 MODELS = {"flat-mlp": _on_normalized(_flat_mlp), "unf": _on_normalized(_unf), "nfn-np": _on_normalized(_nfn_np),
-          "nggnn": _on_normalized(_nggnn), "nggnn-probe": _probed("nggnn"), "gmn-probe": _probed("gmn")}
+          "nggnn": _on_normalized(_nggnn), "nggnn-probe": _probed("nggnn"), "gmn-probe": _probed("gmn"),
+          "unf-probe": _unf_probed}
 
 
 # ------------------------------------------------------------------------------------ the rows
@@ -123,7 +138,9 @@ def families(match: bool) -> dict[str, tuple[A.Transform | None, A.WeightMixup |
             "mixup (align=none)": (None, A.WeightMixup(0.2, "none")),
             "mixup (align=permute)": (None, A.WeightMixup(0.2, "permute"))}
     # function-reading models (probe features) see every non-symmetry change as a new image: a mild row
-    rows["mild noise (gaussian 1%)"] = (A.RandomApply(A.GaussianNoise((0.0, 0.01)), 0.5), None)
+    mild = A.RandomApply(A.GaussianNoise((0.0, 0.01)), 0.5)
+    rows["mild noise (gaussian 1%)"] = (mild, None)
+    rows["symmetry + mild noise"] = (A.Compose([symmetry, mild]), None)
     if match:
         rows["mixup (align=match)"] = (None, A.WeightMixup(0.2, "match"))
     rows["all combined (mixup align=permute)"] = (A.Compose([symmetry, geometry, noise]), A.WeightMixup(0.2, "permute"))
@@ -400,6 +417,8 @@ def main() -> None:
     for zoo_name in dict.fromkeys(r["zoo"] for r in results):
         rs = [r for r in results if r["zoo"] == zoo_name]
         base = rs[0]
+        if len(rs) == 1:
+            continue
         best = max(rs[1:], key=lambda r: r["test_mean"])
         margin = best["test_mean"] - base["test_mean"]
         spread = max(best["test_std"], base["test_std"])

@@ -36,7 +36,7 @@ import os
 import subprocess
 import sys
 
-from _measure import measure_step
+from _measure import TUNED_MALLOC, measure_step
 
 NEURAL_GRAPHS = {"nggnn": (6.75, 4.9 * 1024)}           # SIRENs/s, peak MB (issue 13, measured)
 
@@ -113,9 +113,6 @@ def run_one(cfg: dict) -> dict:
         loss.backward()
 
     return measure(step, model, cfg["batch"], cfg["repeats"])
-
-
-TUNED_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36), "MALLOC_TOP_PAD_": str(2**28)}
 
 
 def in_subprocess(cfg: dict, tuned_malloc: bool = False, command: list[str] | None = None) -> dict | None:

@@ -4,7 +4,9 @@ Forward + backward of a stack of equivariant linear layers (ReLU between, applie
 each layer as UNF and NFN models do; `--relu-module` puts a separate `Pointwise(torch.relu)` after
 each layer instead) on batches of SIREN 2-32-32-1 weight sets,
 side by side with `nfn`'s NPLinear / HNPLinear at equal width, each configuration in a fresh
-subprocess (peak RSS during the steps above the resident memory after setup).
+subprocess (peak RSS during the steps above the resident memory after setup). Throughput is taken
+from the median of the timed steps (``--stat best``: the fastest one, the earlier setting): with the
+default allocator some steps page-fault and others do not, and a training loop pays the median.
 
 The loss is the mean of each output tensor (``--loss mean``, the default): what an invariant head's
 pooling does with the last layer's output (its backward is a broadcast), so the step times the layers.
@@ -18,7 +20,14 @@ Also: UNF on 64 ResNet-20 and 64 Transformer-block weight sets (nfn has no layer
 check that nfn's NP layer lies in the span of ours: our layer is linear in its coefficients, so the
 coefficients reproducing nfn's map are found by least squares, and the residual is printed.
 
-    python benchmarks/bench_layers.py [--quick] [--threads 2]
+Allocation matters at 16 channels: a full-size feature tensor of the batch is 16 MB, above glibc's
+mmap threshold, so with the default allocator every fresh one is mapped and page-faulted in, and
+how often that happens swings from run to run (nfn's 2 x 16 NP figure moved between 3,100 and 5,050
+nets/s across runs of one command). ``--tuned-malloc`` runs both sides with glibc keeping freed
+memory (as jemalloc / tcmalloc would); ``--rounds N`` alternates N fresh runs of each side and shows
+the medians, with the ratio of every round.
+
+    python benchmarks/bench_layers.py [--quick] [--threads 2] [--tuned-malloc] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -28,7 +37,7 @@ import os
 import subprocess
 import sys
 
-from _measure import measure_step
+from _measure import TUNED_MALLOC, measure_step
 
 
 def _siren_spec():
@@ -82,8 +91,22 @@ def _loss(t, cfg: dict):
     return t.square().mean() if cfg.get("loss") == "square" else t.mean()
 
 
+def _median_run(runs: list[dict | None]) -> dict | None:
+    """The run with the median throughput (the lower middle one for an even count)."""
+    runs = sorted((r for r in runs if r), key=lambda r: r["nets_per_s"])
+    return runs[(len(runs) - 1) // 2] if runs else None
+
+
 def run_one(cfg: dict) -> dict:
-    """One configuration, in this (fresh) process: networks/s of forward + backward, peak RSS."""
+    """One configuration, in this (fresh) process: networks/s of forward + backward (the median
+    step, or the best with ``stat="best"``), peak RSS."""
+    res = _run_one(cfg)
+    if cfg.get("stat", "median") == "median":
+        res["nets_per_s"] = res["nets_per_s_median"]
+    return res
+
+
+def _run_one(cfg: dict) -> dict:
     import torch
 
     torch.set_num_threads(cfg["threads"])
@@ -151,8 +174,9 @@ def run_one(cfg: dict) -> dict:
     return measure_step(step, model, batch, cfg["repeats"])
 
 
-def in_subprocess(cfg: dict) -> dict | None:
-    out = subprocess.run([sys.executable, __file__, "--one", json.dumps(cfg)], capture_output=True, text=True)
+def in_subprocess(cfg: dict, tuned_malloc: bool = False) -> dict | None:
+    env = dict(os.environ, **TUNED_MALLOC) if tuned_malloc else None
+    out = subprocess.run([sys.executable, __file__, "--one", json.dumps(cfg)], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         print(f"  ({cfg['impl']} {cfg['mode']} failed: {out.stderr.strip().splitlines()[-1] if out.stderr else ''})")
         return None
@@ -212,6 +236,12 @@ def main() -> None:
                     help="our rows with a separate Pointwise(torch.relu) module after each layer")
     ap.add_argument("--loss", choices=("mean", "square"), default="mean",
                     help="mean of each output (a pooling head's consumer; default) or its mean square")
+    ap.add_argument("--tuned-malloc", action="store_true",
+                    help="both sides with glibc keeping freed memory (no page faults per fresh tensor; see above)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternating nfn / ours runs per SIREN configuration; the table shows medians")
+    ap.add_argument("--stat", choices=("median", "best"), default="median",
+                    help="each configuration's step time: the median of its timed steps (default) or the best")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -223,7 +253,7 @@ def main() -> None:
     except ImportError:
         have_nfn = False
         print("(nfn is not installed in this environment: `make bench-layers` builds one that has it)")
-    rows = []
+    rows, spread = [], {}
     sizes = [(2, 16, 256, 20)] + ([] if args.quick else [(3, 512, 256, 1)])
     if args.wide_only:
         sizes = [(3, 512, 256, 1)]
@@ -231,17 +261,23 @@ def main() -> None:
         for mode in ("np", "hnp"):
             base = {"mode": mode, "layers": layers, "width": width, "batch": batch, "repeats": repeats,
                     "threads": args.threads, "arch": "siren", "relu_module": args.relu_module,
-                    "loss": args.loss}
-            ref = in_subprocess({**base, "impl": "nfn"}) if have_nfn else None
-            ours = in_subprocess({**base, "impl": "ours"})
-            rows.append((f"SIREN 2-32-32-1, {layers} x {width} ch, {mode.upper()}, batch {batch}", ours, ref))
+                    "loss": args.loss, "stat": args.stat}
+            refs, ourss = [], []
+            for _ in range(args.rounds):        # alternating, so that a neighbour's load hits both sides
+                refs.append(in_subprocess({**base, "impl": "nfn"}, args.tuned_malloc) if have_nfn else None)
+                ourss.append(in_subprocess({**base, "impl": "ours"}, args.tuned_malloc))
+            name = f"SIREN 2-32-32-1, {layers} x {width} ch, {mode.upper()}, batch {batch}"
+            rows.append((name, _median_run(ourss), _median_run(refs)))
+            if args.rounds > 1 and all(refs) and all(ourss):
+                spread[name] = [o["nets_per_s"] / r["nets_per_s"] for o, r in zip(ourss, refs)]
         if width >= 128:        # where channel mixing dominates: how far from it both implementations are
-            bound = in_subprocess({**base, "impl": "gemm"})
+            bound = in_subprocess({**base, "impl": "gemm"}, args.tuned_malloc)
             rows.append((f"  identity-term channel mixing alone, {layers} x {width}", bound, None))
     for arch in () if args.wide_only else ("resnet20", "transformer"):
         cfg = {"impl": "ours", "mode": "unf", "layers": 2, "width": 16, "batch": 16 if args.quick else 64,
-               "repeats": 2, "threads": args.threads, "arch": arch}
-        rows.append((f"UNF 2 x 16 ch on {cfg['batch']} {arch} weight sets", in_subprocess(cfg), None))
+               "repeats": 2, "threads": args.threads, "arch": arch, "stat": args.stat}
+        name = f"UNF 2 x 16 ch on {cfg['batch']} {arch} weight sets"
+        rows.append((name, in_subprocess(cfg, args.tuned_malloc), None))
     head = f"| {'configuration':48s} | {'ours nets/s':>11s} | {'ours peak MB':>12s} | {'nfn nets/s':>10s} | " \
            f"{'nfn peak MB':>11s} | {'speed ratio':>11s} |"
     print(head)
@@ -261,10 +297,15 @@ def main() -> None:
             print(f"\nAt {gemm[0][0].split(',')[-1].strip()}, the channel mixing alone (matrix products every "
                   f"implementation must do) allows {bound:.1f} nets/s; 1.5x nfn would be "
                   f"{1.5 * min(refs):.1f}-{1.5 * max(refs):.1f} nets/s.")
+    for name, ratios in spread.items():
+        print(f"{name}: speed ratio per round {', '.join(f'{r:.2f}x' for r in ratios)} (table: medians)")
     res = span_check()
     if res is not None:
         print(f"\nnfn's NPLinear in the span of our NP layer: relative least-squares residual {res:.2e}")
-    print(f"(threads {args.threads}, loss {args.loss}, torch {__import__('torch').__version__}, pid {os.getpid()})")
+    print(f"(threads {args.threads}, loss {args.loss}, glibc malloc "
+          f"{'tuned (MALLOC_MMAP_MAX_=0)' if args.tuned_malloc else 'default'}, {args.rounds} round(s), "
+          f"{args.stat} step, "
+          f"torch {__import__('torch').__version__}, pid {os.getpid()})")
 
 
 if __name__ == "__main__":

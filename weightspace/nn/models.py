@@ -67,17 +67,22 @@ class UNF(nn.Module):
 
     ``channels``: hidden channels per layer; ``out_features``: invariant head width, or None for an
     equivariant head; ``head_hidden``: width of the invariant head's MLP; ``norm``: ``NormStats``
-    for the input; ``channel_norm``: normalize each entry's channels after every hidden layer."""
+    for the input; ``channel_norm``: normalize each entry's channels after every hidden layer;
+    ``probe=S``: Neural Graphs' probe features as ``2 S`` more input channels (the values of each
+    entry's target and source neuron on S probe inputs, :mod:`.probe`), set with
+    :meth:`probe_with`."""
 
     def __init__(self, spec: WeightSpaceSpec, channels: Sequence[int] = (16, 16), out_features: int | None = 10, *,
-                 head_hidden: int = 128, norm=None, channel_norm: bool = False, in_channels: int = 1):
+                 head_hidden: int = 128, norm=None, channel_norm: bool = False, in_channels: int = 1,
+                 probe: int = 0):
         super().__init__()
         if not channels:
             raise ValueError("UNF needs at least one hidden layer (channels=(16, 16), say)")
         self.spec, self.out_features = spec, out_features
         self.normalize = _Normalize(spec, norm, equivariant=True)
+        self.probe_size, self.probe = int(probe), None
         layers: list[nn.Module] = []
-        prev = in_channels
+        prev = in_channels + 2 * self.probe_size
         for c in channels:
             if channel_norm:
                 layers += [EquivariantLinear(spec, prev, c), ChannelNorm(c), Pointwise(torch.relu)]
@@ -92,8 +97,26 @@ class UNF(nn.Module):
             self.head = nn.Sequential(nn.Linear(self.pool.out_features(prev), head_hidden), nn.ReLU(),
                                       nn.Linear(head_hidden, out_features))
 
+    def probe_with(self, module: nn.Module, inputs) -> "UNF":
+        """Probe features from ``module`` (an evaluator of the spec's networks) on the S probe
+        ``inputs`` (a tensor ``[S, ...]``); S must be the ``probe`` this model was built with."""
+        from .probe import ProbeChannels
+
+        if not self.probe_size:
+            raise SpecError("probe_with needs a UNF built with probe=S (S probe inputs)")
+        channels = ProbeChannels(self.spec, module, inputs)
+        if channels.num_probes != self.probe_size:
+            raise SpecError(f"this UNF was built with probe={self.probe_size}, got {channels.num_probes} probe inputs")
+        self.probe = channels
+        return self
+
     def forward(self, w):
         x, original = _as_features(self, w)
+        if self.probe_size and original is not None:
+            if self.probe is None:
+                raise SpecError("this UNF reads probe features: call model.probe_with(module, probe_inputs) first")
+            extra = self.probe(original)
+            x = WeightSpaceFeatures(self.spec, {n: torch.cat([t, extra[n].to(t)], 1) for n, t in x.tensors.items()})
         h = self.body(x)
         if self.out_features is None:
             y = self.out(h)
