@@ -352,10 +352,10 @@ def plot(results: list[dict], path: Path, model: str = "flat-mlp") -> None:
     ax.set_yticklabels(rows[::-1], fontsize=8)
     ax.set_xlim(0, 102)
     ax.set_xlabel("accuracy (%), mean +- std over seeds")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.4, -0.13), ncol=2, frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.4, -0.22), ncol=2, frameon=False)
     ax.set_title(f"Weight-space augmentation ablation: INR classification, model {model}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")        # the legend below the axes included
 
 
 def main() -> None:
