@@ -37,15 +37,21 @@ def test_batched_probe_equals_the_per_network_reference(arch, traced_arch):
     assert not torch.allclose(per_net[0], per_net[1])      # each network's own values
 
 
-def test_probe_features_permute_with_the_nodes_and_keep_a_metanetwork_invariant():
+def siren_batch(n: int, probes: int, seed: int):
+    """``(siren, probe inputs [probes, 2], spec, WeightSpace of n perturbed copies, generator)``."""
     from weightspace.models import SIREN
+
+    g = torch.Generator().manual_seed(seed)
+    siren = SIREN(2, (8, 8), 1)
+    inputs = torch.rand(probes, 2, generator=g) * 2 - 1
+    spec = ws.WeightSpaceSpec.from_module(siren, inputs)
+    return siren, inputs, spec, _batch(siren, spec, n, g), g
+
+
+def test_probe_features_permute_with_the_nodes_and_keep_a_metanetwork_invariant():
     from weightspace.nn import NGGNN
 
-    g = torch.Generator().manual_seed(1)
-    siren = SIREN(2, (8, 8), 1)
-    probes = torch.rand(6, 2, generator=g) * 2 - 1
-    spec = ws.WeightSpaceSpec.from_module(siren, probes)
-    w = _batch(siren, spec, 4, g)
+    siren, probes, spec, w, g = siren_batch(4, 6, seed=1)
     model = NGGNN(hidden=8, layers=2, out_features=3, probe=True).probe_with(siren, probes).eval()
     y = model(w)
     elem = random_element(spec, g, batch_size=4, kinds=("permutation",))

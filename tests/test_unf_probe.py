@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from architectures import ARCHITECTURES
-from test_batched_probe import _batch
+from test_batched_probe import _batch, siren_batch
 
 import weightspace as ws
 from weightspace.nn import UNF
@@ -44,13 +44,7 @@ def test_unf_with_probe_features_is_invariant_and_reads_them(arch, traced_arch):
 
 
 def test_probe_channels_of_a_siren_are_its_neurons_values():
-    from weightspace.models import SIREN
-
-    g = torch.Generator().manual_seed(2)
-    siren = SIREN(2, (8, 8), 1)
-    probes = torch.rand(5, 2, generator=g) * 2 - 1
-    spec = ws.WeightSpaceSpec.from_module(siren, probes)
-    w = _batch(siren, spec, 2, g)
+    siren, probes, spec, w, _ = siren_batch(2, 5, seed=2)
     ch = ProbeChannels(spec, siren, probes)(w)
     names = spec.weight_names
     weight3, bias3 = names[4], names[5]                       # last layer: [1, 8] and [1]
