@@ -10,6 +10,11 @@ and are started with the interrupt deferred (:func:`weightspace.interrupts.defer
 worker exists that its pool does not know. When the work ends with an exception, Ctrl-C included, the
 pool terminates its workers at once (``SIGTERM``, then ``SIGKILL`` after a few seconds) instead of
 waiting for them: their results would be thrown away, and a resumed run recomputes them.
+
+Data crosses the process boundary by value (numpy arrays, pickled into the pipe), never as torch
+tensors: multiprocessing hands a tensor over as a shared-memory file descriptor, served by a thread
+of the sending process, and a worker terminated half-way through that handshake made the thread
+print a ``ConnectionResetError`` traceback under the one-line "interrupted" message.
 """
 from __future__ import annotations
 
@@ -17,8 +22,9 @@ import multiprocessing as mp
 import os
 import queue as queue_mod
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
+import numpy as np
 import torch
 
 from ..interrupts import deferred_sigint, ignore_sigint
@@ -34,15 +40,33 @@ def _init_worker(threads: int, parent: int, q) -> None:
     torch.set_num_threads(max(1, int(threads)))
 
 
-def _fit_part(x: torch.Tensor, idx: torch.Tensor, kw: dict) -> tuple:
+def by_value(obj):
+    """Tensors (also inside tuples and lists) as numpy arrays, to be pickled by value."""
+    if torch.is_tensor(obj):
+        return obj.detach().cpu().numpy()
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(by_value(o) for o in obj)
+    return obj
+
+
+def as_tensors(obj):
+    """The inverse of :func:`by_value`: numpy arrays back to tensors."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(as_tensors(o) for o in obj)
+    return obj
+
+
+def _fit_part(x, idx, kw: dict) -> tuple:
     from .inr import _fit_pool
 
     def report(ids, psnr):
         if _PARENT is not None and os.getppid() != _PARENT:   # the parent died (killed run): stop working
             os._exit(1)
-        _QUEUE.put((ids, psnr))
+        _QUEUE.put(by_value((ids, psnr)))
 
-    return _fit_pool(x, idx, kw, report)
+    return by_value(_fit_pool(as_tensors(x), as_tensors(idx), kw, report))
 
 
 class FitWorkers:
@@ -88,9 +112,20 @@ class FitWorkers:
     def submit(self, x: torch.Tensor, idx: torch.Tensor, kw: dict):
         """Fit ``x`` (indices ``idx``) in one worker; a Future of ``(params, psnr, steps)``. Progress
         arrives through :meth:`drain`."""
-        x, idx = x.clone(), idx.clone()
         with deferred_sigint():                   # submit() may start the worker processes
-            return self._pool.submit(_fit_part, x, idx, kw)
+            inner = self._pool.submit(_fit_part, by_value(x), by_value(idx), kw)
+        outer: Future = Future()
+
+        def settle(f: Future) -> None:
+            if f.cancelled():
+                outer.cancel()
+                outer.set_running_or_notify_cancel()
+            elif f.exception() is not None:
+                outer.set_exception(f.exception())
+            else:
+                outer.set_result(as_tensors(f.result()))
+        inner.add_done_callback(settle)
+        return outer
 
     def drain(self, report) -> None:
         """Pass every progress report received so far to ``report(ids, psnr)``."""
@@ -99,7 +134,7 @@ class FitWorkers:
     def _drain(self, report) -> None:
         while True:
             try:
-                ids, psnr = self._queue.get_nowait()
+                ids, psnr = as_tensors(self._queue.get_nowait())
             except queue_mod.Empty:
                 return
             report(ids, psnr)
