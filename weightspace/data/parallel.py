@@ -119,9 +119,11 @@ class FitWorkers:
         def settle(f: Future) -> None:
             if f.cancelled():
                 outer.cancel()
-                outer.set_running_or_notify_cancel()
-            elif f.exception() is not None:
-                outer.set_exception(f.exception())
+                outer.set_running_or_notify_cancel()      # wakes wait() on the outer future
+                return
+            error = f.exception()
+            if error is not None:
+                outer.set_exception(error)
             else:
                 outer.set_result(as_tensors(f.result()))
         inner.add_done_callback(settle)

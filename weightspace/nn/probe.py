@@ -31,11 +31,11 @@ def entry_neurons(spec: WeightSpaceSpec) -> tuple[torch.Tensor, torch.Tensor]:
 
     plan = graph_plan(spec)
     p, n = spec.num_weights, plan.num_nodes
-    target = torch.full((p + 1,), n, dtype=torch.long)          # the last slot catches unplaced columns
-    source = torch.full((p + 1,), n, dtype=torch.long)
+    target = torch.full((p,), n, dtype=torch.long)
+    source = torch.full((p,), n, dtype=torch.long)
     cols = plan.x_src.long()
     node = torch.arange(cols.numel()) // plan.node_dim
-    ok = cols < p
+    ok = cols < p                                               # the zero and constants: no weight
     target[cols[ok]] = node[ok]
     cols = plan.e_src.long()
     edge = torch.arange(cols.numel()) // plan.edge_dim
@@ -43,7 +43,7 @@ def entry_neurons(spec: WeightSpaceSpec) -> tuple[torch.Tensor, torch.Tensor]:
     index = plan.edge_index
     source[cols[ok]] = index[0, edge[ok]]
     target[cols[ok]] = index[1, edge[ok]]
-    return target[:p], source[:p]
+    return target, source
 
 
 class ProbeChannels(nn.Module):
